@@ -1,0 +1,14 @@
+//! medsynth: declarative pipelines for medical imaging research data.
+//!
+//! Data flows one way through the layers, lowest first: [`volume`] (volumes, geometry, file
+//! formats) → preprocessing → the slice store → models → training and synthesis → metrics,
+//! reports and provenance → [`pipeline`] (plan and run). [`spec`] is the pipeline file and
+//! [`phantom`] makes test and demo subjects.
+
+pub mod phantom;
+pub mod pipeline;
+pub mod spec;
+pub mod volume;
+
+/// The medsynth version, recorded in provenance.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,88 @@
+//! `[evaluate]`: metrics comparing synthesized and real images.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::synthesize::SplitName;
+
+/// A metric.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Metric {
+    /// Structural similarity (Wang et al. 2004): Gaussian window 11, σ 1.5, K1 0.01, K2 0.03.
+    Ssim,
+    /// Multi-scale SSIM (Wang et al. 2003) with the standard five weights.
+    MsSsim,
+    /// Peak signal-to-noise ratio in dB.
+    Psnr,
+    /// Mean absolute error.
+    Mae,
+    /// Mean squared error.
+    Mse,
+    /// Fréchet Inception distance (Heusel et al. 2017), computed as pytorch-fid does.
+    Fid,
+    /// Kernel Inception distance (Bińkowski et al. 2018).
+    Kid,
+}
+
+/// How images are compared.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    /// Whole volumes on the original grid, intensities as written.
+    #[default]
+    Volume,
+    /// Each 2-D slice of the slice store, in normalized intensities.
+    Slice,
+    /// BraSyn: per-volume 0.5/99.5 percentile clip to [0, 1], 3-D SSIM inside and outside the
+    /// tumour mask.
+    Brasyn,
+}
+
+/// `[evaluate]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluateSection {
+    /// Metrics to compute. Default `["ssim", "psnr", "mae"]`.
+    #[serde(default = "default_metrics")]
+    pub metrics: Vec<Metric>,
+    /// `volume`, `slice` or `brasyn`. Default `volume`.
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// Subjects to evaluate. Default `test`.
+    #[serde(default)]
+    pub split: SplitName,
+    /// Data range for SSIM and PSNR; absent uses the range of the real image.
+    #[serde(default)]
+    pub data_range: Option<f64>,
+    /// Path of the FID Inception weights `pt_inception-2015-12-05-6726825d.pth` (relative to
+    /// the run root); the environment variable MEDSYNTH_FID_WEIGHTS is used when absent.
+    /// Without weights the report says FID was not computed.
+    #[serde(default)]
+    pub fid_weights: Option<String>,
+    /// KID subsets and subset size. Default `[100, 1000]`.
+    #[serde(default = "default_kid_subsets")]
+    pub kid_subsets: [u32; 2],
+}
+
+impl Default for EvaluateSection {
+    fn default() -> Self {
+        Self {
+            metrics: default_metrics(),
+            protocol: Protocol::default(),
+            split: SplitName::default(),
+            data_range: None,
+            fid_weights: None,
+            kid_subsets: default_kid_subsets(),
+        }
+    }
+}
+
+fn default_metrics() -> Vec<Metric> {
+    vec![Metric::Ssim, Metric::Psnr, Metric::Mae]
+}
+fn default_kid_subsets() -> [u32; 2] {
+    [100, 1000]
+}

@@ -1,0 +1,148 @@
+//! `[train]`: how the generator is trained.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Compute device.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeviceKind {
+    /// burn's `flex` CPU backend; works everywhere.
+    #[default]
+    Cpu,
+    /// burn's CUDA backend; needs medsynth built with `--features cuda`.
+    Cuda,
+}
+
+/// Optimizer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum OptimizerKind {
+    /// Adam (Kingma & Ba 2015).
+    #[default]
+    Adam,
+    /// Adam with decoupled weight decay (Loshchilov & Hutter 2019).
+    Adamw,
+}
+
+/// `[train]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSection {
+    /// Passes over the training slices. Default 50.
+    #[serde(default = "default_epochs")]
+    pub epochs: u32,
+    /// Slices per batch. Default 16.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: u32,
+    /// `adam` or `adamw`. Default `adam`.
+    #[serde(default)]
+    pub optimizer: OptimizerKind,
+    /// Learning rate (of the generator, for GANs). Default 2e-4.
+    #[serde(default = "default_lr")]
+    pub lr: f64,
+    /// Discriminator learning rate for GANs (TTUR, Heusel et al. 2017). Default 4e-4.
+    #[serde(default = "default_lr_d")]
+    pub lr_d: f64,
+    /// Adam betas `[beta1, beta2]`, each in [0, 1). Default `[0.9, 0.999]` (GANs often use
+    /// `[0.0, 0.9]`).
+    #[serde(default = "default_betas")]
+    pub betas: [f64; 2],
+    /// Weight decay (decoupled for `adamw`). Default 0.0.
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// Linear learning-rate warm-up, in optimizer steps. Default 0.
+    #[serde(default)]
+    pub warmup_steps: u32,
+    /// Clip the gradient norm to this value; absent disables clipping. Default 1.0.
+    #[serde(default = "default_grad_clip")]
+    pub grad_clip: Option<f64>,
+    /// Decay of the exponential moving average of the weights, in [0, 1); 0 disables EMA.
+    /// Default 0.999.
+    #[serde(default = "default_ema")]
+    pub ema: f64,
+    /// Write a checkpoint every this many optimizer steps (and at the end). Default 500.
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u32,
+    /// `cpu` or `cuda`. Default `cpu`.
+    #[serde(default)]
+    pub device: DeviceKind,
+    /// Data augmentation, applied identically to every channel and to the label.
+    #[serde(default)]
+    pub augment: AugmentConfig,
+}
+
+impl Default for TrainSection {
+    fn default() -> Self {
+        Self {
+            epochs: default_epochs(),
+            batch_size: default_batch_size(),
+            optimizer: OptimizerKind::default(),
+            lr: default_lr(),
+            lr_d: default_lr_d(),
+            betas: default_betas(),
+            weight_decay: 0.0,
+            warmup_steps: 0,
+            grad_clip: default_grad_clip(),
+            ema: default_ema(),
+            checkpoint_every: default_checkpoint_every(),
+            device: DeviceKind::default(),
+            augment: AugmentConfig::default(),
+        }
+    }
+}
+
+fn default_epochs() -> u32 {
+    50
+}
+fn default_batch_size() -> u32 {
+    16
+}
+fn default_lr() -> f64 {
+    2e-4
+}
+fn default_lr_d() -> f64 {
+    4e-4
+}
+fn default_betas() -> [f64; 2] {
+    [0.9, 0.999]
+}
+fn default_grad_clip() -> Option<f64> {
+    Some(1.0)
+}
+fn default_ema() -> f64 {
+    0.999
+}
+fn default_checkpoint_every() -> u32 {
+    500
+}
+
+/// `train.augment`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AugmentConfig {
+    /// Probability of a left-right flip. Default 0.0.
+    #[serde(default)]
+    pub flip: f64,
+    /// Largest in-plane rotation in degrees (uniform in ±). Default 0.0.
+    #[serde(default)]
+    pub rotate_deg: f64,
+    /// Largest relative scaling (uniform in 1 ± scale). Default 0.0.
+    #[serde(default)]
+    pub scale: f64,
+    /// Largest multiplicative intensity jitter per channel (uniform in 1 ± intensity).
+    /// Default 0.0.
+    #[serde(default)]
+    pub intensity: f64,
+}
+
+impl Default for AugmentConfig {
+    fn default() -> Self {
+        Self {
+            flip: 0.0,
+            rotate_deg: 0.0,
+            scale: 0.0,
+            intensity: 0.0,
+        }
+    }
+}

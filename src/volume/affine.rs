@@ -1,0 +1,155 @@
+//! The voxel-to-world affine (RAS+ millimetres) and what can be read off it.
+
+use serde::{Deserialize, Serialize};
+
+/// A 4 x 4 voxel-to-world affine in RAS+ millimetres, row-major: `world = A · (i, j, k, 1)`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Affine(pub [[f64; 4]; 4]);
+
+impl Affine {
+    /// An axis-aligned RAS grid of `shape` voxels of `spacing_mm`, centred on the world origin.
+    pub fn centred(shape: [usize; 3], spacing_mm: [f64; 3]) -> Self {
+        let mut m = [[0.0; 4]; 4];
+        for axis in 0..3 {
+            m[axis][axis] = spacing_mm[axis];
+            m[axis][3] = -(shape[axis] as f64 - 1.0) / 2.0 * spacing_mm[axis];
+        }
+        m[3][3] = 1.0;
+        Affine(m)
+    }
+
+    /// World coordinates (mm) of voxel `ijk` (fractional indices allowed).
+    pub fn apply(&self, ijk: [f64; 3]) -> [f64; 3] {
+        let m = &self.0;
+        std::array::from_fn(|r| m[r][0] * ijk[0] + m[r][1] * ijk[1] + m[r][2] * ijk[2] + m[r][3])
+    }
+
+    /// Voxel sizes: the lengths of the first three columns.
+    pub fn spacing(&self) -> [f64; 3] {
+        std::array::from_fn(|c| (0..3).map(|r| self.0[r][c].powi(2)).sum::<f64>().sqrt())
+    }
+
+    /// The NIfTI quaternion parameters `(b, c, d, qoffset, qfac)` of this affine, following the
+    /// reference `nifti_mat44_to_quatern` (nifti1_io.c): columns are normalised, a negative
+    /// determinant is absorbed into `qfac = -1` by flipping the third column, and the
+    /// quaternion is taken from the resulting proper rotation.
+    pub fn to_quatern(&self) -> ([f64; 3], [f64; 3], f64) {
+        let m = &self.0;
+        let offset = [m[0][3], m[1][3], m[2][3]];
+        let spacing = self.spacing();
+        let mut r = [[0.0; 3]; 3];
+        for c in 0..3 {
+            let s = if spacing[c] > 0.0 { spacing[c] } else { 1.0 };
+            for (row, rr) in r.iter_mut().enumerate() {
+                rr[c] = m[row][c] / s;
+            }
+        }
+        let det = r[0][0] * (r[1][1] * r[2][2] - r[1][2] * r[2][1])
+            - r[0][1] * (r[1][0] * r[2][2] - r[1][2] * r[2][0])
+            + r[0][2] * (r[1][0] * r[2][1] - r[1][1] * r[2][0]);
+        let qfac = if det < 0.0 {
+            for rr in r.iter_mut() {
+                rr[2] = -rr[2];
+            }
+            -1.0
+        } else {
+            1.0
+        };
+        let trace = r[0][0] + r[1][1] + r[2][2] + 1.0;
+        let (a, b, c, d);
+        if trace > 0.5 {
+            let aa = 0.5 * trace.sqrt();
+            a = aa;
+            b = 0.25 * (r[2][1] - r[1][2]) / aa;
+            c = 0.25 * (r[0][2] - r[2][0]) / aa;
+            d = 0.25 * (r[1][0] - r[0][1]) / aa;
+        } else {
+            let xd = 1.0 + r[0][0] - (r[1][1] + r[2][2]);
+            let yd = 1.0 + r[1][1] - (r[0][0] + r[2][2]);
+            let zd = 1.0 + r[2][2] - (r[0][0] + r[1][1]);
+            if xd > 1.0 {
+                let bb = 0.5 * xd.sqrt();
+                b = bb;
+                c = 0.25 * (r[0][1] + r[1][0]) / bb;
+                d = 0.25 * (r[0][2] + r[2][0]) / bb;
+                a = 0.25 * (r[2][1] - r[1][2]) / bb;
+            } else if yd > 1.0 {
+                let cc = 0.5 * yd.sqrt();
+                c = cc;
+                b = 0.25 * (r[0][1] + r[1][0]) / cc;
+                d = 0.25 * (r[1][2] + r[2][1]) / cc;
+                a = 0.25 * (r[0][2] - r[2][0]) / cc;
+            } else {
+                let dd = 0.5 * zd.sqrt();
+                d = dd;
+                b = 0.25 * (r[0][2] + r[2][0]) / dd;
+                c = 0.25 * (r[1][2] + r[2][1]) / dd;
+                a = 0.25 * (r[1][0] - r[0][1]) / dd;
+            }
+        }
+        // NIfTI stores only b, c, d and requires a >= 0.
+        let sign = if a < 0.0 { -1.0 } else { 1.0 };
+        ([sign * b, sign * c, sign * d], offset, qfac)
+    }
+}
+
+/// The orientation code of an affine: for each voxel axis, the world direction (R/L, A/P, S/I)
+/// it points to most, as nibabel's `aff2axcodes` reports it (e.g. `RAS`, `LPS`, `LPI`).
+pub fn orientation_code(affine: &Affine) -> String {
+    let m = &affine.0;
+    let letters = [('R', 'L'), ('A', 'P'), ('S', 'I')];
+    let columns: [[f64; 3]; 3] = std::array::from_fn(|c| std::array::from_fn(|r| m[r][c]));
+    let mut used = [false; 3];
+    let mut out = String::new();
+    for col in columns {
+        // The world axis this voxel axis follows most closely, among those not yet taken.
+        let best = (0..3)
+            .filter(|&row| !used[row])
+            .max_by(|&a, &b| col[a].abs().total_cmp(&col[b].abs()));
+        match best {
+            Some(row) => {
+                used[row] = true;
+                let (pos, neg) = letters[row];
+                out.push(if col[row] >= 0.0 { pos } else { neg });
+            }
+            None => out.push('?'),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn centred_grid_is_symmetric_about_origin() {
+        let a = Affine::centred([4, 5, 6], [2.0, 1.0, 3.0]);
+        let first = a.apply([0.0, 0.0, 0.0]);
+        let last = a.apply([3.0, 4.0, 5.0]);
+        for axis in 0..3 {
+            assert!((first[axis] + last[axis]).abs() < 1e-12);
+        }
+        assert_eq!(a.spacing(), [2.0, 1.0, 3.0]);
+        assert_eq!(orientation_code(&a), "RAS");
+    }
+
+    #[test]
+    fn lps_flip_gives_qfac_and_code() {
+        // An LPI grid (DICOM-like axial stack read inferior to superior flipped).
+        let a = Affine([
+            [-1.0, 0.0, 0.0, 10.0],
+            [0.0, -1.0, 0.0, 20.0],
+            [0.0, 0.0, -2.0, 30.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ]);
+        assert_eq!(orientation_code(&a), "LPI");
+        let (bcd, offset, qfac) = a.to_quatern();
+        // det < 0: third column flipped to +2 gives diag(-1, -1, 1), a 180° turn about z.
+        assert_eq!(qfac, -1.0);
+        assert!(
+            (bcd[0]).abs() < 1e-12 && (bcd[1]).abs() < 1e-12 && (bcd[2].abs() - 1.0).abs() < 1e-12
+        );
+        assert_eq!(offset, [10.0, 20.0, 30.0]);
+    }
+}

@@ -1,0 +1,12 @@
+//! Volumes and their geometry, and the readers and writers of NIfTI (and, later, DICOM).
+//!
+//! Voxel arrays are indexed `[i, j, k]` in NIfTI voxel order, so the affine maps
+//! `(i, j, k, 1)` to RAS+ millimetres exactly as nibabel's `img.affine` does with
+//! `img.get_fdata()[i, j, k]`.
+
+mod affine;
+mod atomic;
+pub mod nifti;
+
+pub use affine::{Affine, orientation_code};
+pub use atomic::{AtomicFile, temp_path};

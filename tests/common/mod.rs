@@ -1,0 +1,51 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository root (tests run with it as the working directory).
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs the medsynth binary with `args` from the repository root.
+pub fn medsynth(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_medsynth"))
+        .args(args)
+        .current_dir(repo())
+        .env_remove("MEDSYNTH_LOG")
+        .output()
+        .expect("the medsynth binary runs")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The Python interpreter with the reference packages (tests/python/requirements.txt):
+/// MEDSYNTH_PYTHON, as tests/run.sh sets it, else `python3`.
+pub fn python() -> String {
+    std::env::var("MEDSYNTH_PYTHON").unwrap_or_else(|_| "python3".to_owned())
+}
+
+/// Runs a script from tests/python with the reference interpreter and returns its stdout.
+/// Fails with instructions when the reference packages are not installed.
+pub fn run_python(script: &str, args: &[&Path]) -> String {
+    let py = python();
+    let out = Command::new(&py)
+        .arg(repo().join("tests/python").join(script))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start {py}: {e}; run the suite with tests/run.sh"));
+    assert!(
+        out.status.success(),
+        "{script} failed under {py} (run the suite with tests/run.sh, which installs tests/python/requirements.txt):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("the script prints UTF-8")
+}
