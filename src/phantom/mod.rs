@@ -244,7 +244,7 @@ pub enum PhantomError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    WriteNifti(#[from] nifti::WriteNiftiError),
+    WriteNifti(#[from] nifti::NiftiError),
 }
 
 /// Writes one subject's `{t1,t1ce,t2,flair,seg}.nii.gz` (and `tissues.nii.gz` if asked) into

@@ -4,6 +4,7 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The temporary name used while `path` is being written: a hidden sibling that keeps the
 /// final extension (writers such as nifti's pick compression from it).
@@ -16,7 +17,10 @@ pub fn temp_path(path: &Path) -> PathBuf {
         Some(dot) if dot > 0 => (&name[..dot], &name[dot..]),
         _ => (name.as_str(), ""),
     };
-    path.with_file_name(format!(".{stem}.partial-{}{ext}", std::process::id()))
+    // No dot inside the stem: writers that rebuild the extension (nifti's) must keep the name.
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    path.with_file_name(format!(".{stem}-partial-{}-{n}{ext}", std::process::id()))
 }
 
 /// A file being written under a temporary name; `commit` renames it into place, dropping
@@ -72,9 +76,10 @@ mod tests {
         let t = temp_path(Path::new("/a/b/t1.nii.gz"));
         let name = t.file_name().unwrap().to_string_lossy().into_owned();
         assert!(
-            name.starts_with(".t1.partial-") && name.ends_with(".nii.gz"),
+            name.starts_with(".t1-partial-") && name.ends_with(".nii.gz"),
             "{name}"
         );
+        assert_eq!(name.matches('.').count(), 3, "{name}");
         assert_eq!(t.parent(), Some(Path::new("/a/b")));
     }
 }

@@ -1,4 +1,4 @@
-//! Volumes and their geometry, and the readers and writers of NIfTI (and, later, DICOM).
+//! Volumes and their geometry, and the readers and writers of NIfTI and DICOM.
 //!
 //! Voxel arrays are indexed `[i, j, k]` in NIfTI voxel order, so the affine maps
 //! `(i, j, k, 1)` to RAS+ millimetres exactly as nibabel's `img.affine` does with
@@ -6,7 +6,9 @@
 
 mod affine;
 mod atomic;
+mod data;
 pub mod nifti;
 
 pub use affine::{Affine, orientation_code};
 pub use atomic::{AtomicFile, temp_path};
+pub use data::{Geometry, Metadata, Source, Volume};

@@ -1,39 +1,21 @@
-//! NIfTI-1 writing (reading arrives with the volume I/O layer).
+//! NIfTI-1 writing.
 //!
 //! Written files carry the affine twice, as nibabel writes them: the sform (code 1,
 //! scanner) holds it exactly and the qform (code 1) holds its rigid part as a quaternion with
 //! `pixdim` and `qfac`. Units are millimetres. `.nii.gz` names are gzip-compressed.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ndarray::ArrayView3;
 use nifti::{DataElement, NiftiHeader, writer::WriterOptions};
 
-use super::{Affine, AtomicFile};
+use super::NiftiError;
+use crate::volume::{Affine, AtomicFile};
 
 /// NIfTI `xyzt_units` for millimetres and seconds.
 const UNITS_MM_SEC: u8 = 2 | 8;
 /// NIfTI xform code: scanner-based anatomical coordinates.
 const XFORM_SCANNER_ANAT: i16 = 1;
-
-/// Why a NIfTI file could not be written.
-#[derive(Debug, thiserror::Error)]
-pub enum WriteNiftiError {
-    #[error("cannot write NIfTI file {path}")]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: nifti::NiftiError,
-    },
-    #[error("cannot move the finished NIfTI file into place at {path}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot write NIfTI file {path}: description {len} bytes long, expected at most 80")]
-    Description { path: PathBuf, len: usize },
-}
 
 /// The NIfTI header medsynth writes for a volume on `affine`.
 pub fn header_for(affine: &Affine, description: &str) -> NiftiHeader {
@@ -82,29 +64,32 @@ pub fn write<T>(
     data: ArrayView3<'_, T>,
     affine: &Affine,
     description: &str,
-) -> Result<(), WriteNiftiError>
+) -> Result<(), NiftiError>
 where
     T: DataElement + bytemuck::Pod,
 {
     if description.len() > 80 {
-        return Err(WriteNiftiError::Description {
+        return Err(NiftiError::Unwritable {
             path: path.to_owned(),
-            len: description.len(),
+            reason: format!(
+                "description is {} bytes long, at most 80 fit",
+                description.len()
+            ),
         });
     }
     let header = header_for(affine, description);
-    let file = AtomicFile::new(path).map_err(|source| WriteNiftiError::Io {
+    let file = AtomicFile::new(path).map_err(|source| NiftiError::Commit {
         path: path.to_owned(),
         source,
     })?;
     WriterOptions::new(file.temp())
         .reference_header(&header)
         .write_nifti(&data)
-        .map_err(|source| WriteNiftiError::Write {
+        .map_err(|source| NiftiError::Write {
             path: path.to_owned(),
             source,
         })?;
-    file.commit().map_err(|source| WriteNiftiError::Io {
+    file.commit().map_err(|source| NiftiError::Commit {
         path: path.to_owned(),
         source,
     })
