@@ -7,6 +7,7 @@
 mod affine;
 mod atomic;
 mod data;
+pub mod dicom;
 pub mod nifti;
 
 pub use affine::{Affine, orientation_code};

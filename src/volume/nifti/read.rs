@@ -166,7 +166,7 @@ fn decode(bytes: &[u8], datatype: i32, little_endian: bool, out: &mut [f32]) {
 /// folded into `frames`.
 pub fn read(path: &Path) -> Result<Volume, NiftiError> {
     let raw = read_file(path)?;
-    let sha256 = hex(&Sha256::digest(&raw));
+    let sha256 = hex_digest(&Sha256::digest(&raw));
     let bytes = content(raw, path)?;
     let h = header::parse(&bytes, path)?;
     let (type_name, size) =
@@ -251,6 +251,6 @@ pub fn read(path: &Path) -> Result<Volume, NiftiError> {
 }
 
 /// Lower-case hexadecimal.
-pub(crate) fn hex(bytes: &[u8]) -> String {
+pub fn hex_digest(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
