@@ -6,7 +6,15 @@ use common::{medsynth, stderr, stdout};
 
 #[test]
 fn every_command_has_help_with_an_example() {
-    for cmd in ["validate", "schema", "phantom", "run", "completions"] {
+    for cmd in [
+        "validate",
+        "schema",
+        "phantom",
+        "run",
+        "inspect",
+        "convert",
+        "completions",
+    ] {
         let out = medsynth(&[cmd, "--help"]);
         assert!(out.status.success(), "{cmd}");
         let help = stdout(&out);
@@ -71,4 +79,62 @@ fn bad_phantom_arguments_are_refused() {
         assert_eq!(out.status.code(), Some(2), "{all:?}");
         assert!(stderr(&out).contains(needle), "{all:?}: {}", stderr(&out));
     }
+}
+
+#[test]
+fn inspect_and_convert_between_nifti_and_dicom() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p = |s: &str| d.join(s).to_str().unwrap().to_owned();
+    let out = medsynth(&[
+        "-q",
+        "phantom",
+        "--subjects",
+        "1",
+        "--shape",
+        "32,36,20",
+        "--spacing",
+        "5",
+        "--format",
+        "dicom",
+        "--out",
+        &p("ph"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // A folder of four series: inspect lists them all; convert asks which one.
+    let out = medsynth(&["inspect", "--json", &p("ph/sub-001")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let all: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(all.as_array().unwrap().len(), 4);
+    assert_eq!(all[0]["orientation"], "RAS");
+    assert_eq!(all[0]["shape"], serde_json::json!([32, 36, 20]));
+    let out = medsynth(&["-q", "convert", &p("ph/sub-001"), &p("x.nii.gz")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("holds 4 series; choose one with --series UID"),
+        "{}",
+        stderr(&out)
+    );
+    // One series: DICOM -> NIfTI -> DICOM -> NIfTI keeps the voxels.
+    let out = medsynth(&["-q", "convert", &p("ph/sub-001/t2"), &p("t2.nii.gz")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = medsynth(&["-q", "convert", &p("t2.nii.gz"), &p("t2-dicom")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = medsynth(&["-q", "convert", &p("t2-dicom"), &p("t2-again.nii")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let a = medsynth::volume::nifti::read(&d.join("t2.nii.gz")).unwrap();
+    let b = medsynth::volume::nifti::read(&d.join("t2-again.nii")).unwrap();
+    assert_eq!(a.data, b.data);
+    assert_eq!(a.geometry, b.geometry);
+    let text = stdout(&medsynth(&["inspect", &p("t2.nii.gz")]));
+    assert!(
+        text.contains("format:      nifti1 (int16)")
+            && text.contains("orientation: RAS")
+            && text.contains("spacing:     5.0000 x 5.0000 x 5.0000 mm"),
+        "{text}"
+    );
+    // Errors name the file.
+    let out = medsynth(&["inspect", &p("missing.nii.gz")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("missing.nii.gz"), "{}", stderr(&out));
 }

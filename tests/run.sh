@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The medsynth test suite: unit, integration and doc tests, with the Python reference
-# packages (nibabel, ...) that some tests compare against installed in a private venv.
+# The medsynth test suite: unit, integration and doc tests, with the references some tests
+# compare against: Python packages (nibabel, pydicom) in a private venv, and dcm2niix.
 #
 #   tests/run.sh            # from the repository root, on a fresh machine
 #
@@ -18,6 +18,17 @@ if [ -z "${MEDSYNTH_PYTHON:-}" ]; then
         "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
     fi
     export MEDSYNTH_PYTHON="$venv/bin/python"
+fi
+
+# dcm2niix, the DICOM-to-NIfTI converter the round-trip tests compare against (Debian package).
+if ! command -v dcm2niix >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "tests/run.sh: installing dcm2niix" >&2
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcm2niix >/dev/null
+    else
+        echo "tests/run.sh: dcm2niix is missing; install it (apt-get install dcm2niix) and run again" >&2
+        exit 1
+    fi
 fi
 
 cargo test --locked "$@"

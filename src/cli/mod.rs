@@ -1,6 +1,8 @@
 //! Subcommands, one file each: an `Args` struct whose doc comments are the help, and `run`.
 
 mod completions;
+mod convert;
+mod inspect;
 mod phantom;
 mod run;
 mod schema;
@@ -53,6 +55,8 @@ pub enum Command {
     Schema(schema::SchemaArgs),
     Phantom(phantom::PhantomArgs),
     Run(run::RunArgs),
+    Inspect(inspect::InspectArgs),
+    Convert(convert::ConvertArgs),
     Completions(completions::CompletionsArgs),
 }
 
@@ -91,6 +95,18 @@ pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Schema(a) => schema::run(a),
         Command::Phantom(a) => phantom::run(a),
         Command::Run(a) => run::run(a),
+        Command::Inspect(a) => inspect::run(a),
+        Command::Convert(a) => convert::run(a),
         Command::Completions(a) => completions::run(a),
+    }
+}
+
+/// Writes to stdout; a closed pipe (`medsynth inspect x | head`) is a normal end, not an error.
+pub fn print_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
     }
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use medsynth::phantom::{self, PhantomConfig};
+use medsynth::phantom::{self, PhantomConfig, PhantomFormat};
 
 /// Write procedural 3-D head phantoms: T1, T1ce, T2, FLAIR and a BraTS label per subject.
 ///
@@ -16,7 +16,7 @@ use medsynth::phantom::{self, PhantomConfig};
 /// with a smooth bias field and Rician noise. The same seed always gives the same bytes.
 ///
 /// Files: DIR/sub-001/{t1,t1ce,t2,flair,seg}.nii.gz (int16 images, uint8 labels, RAS affine
-/// centred on the origin).
+/// centred on the origin), or with --format dicom one MR series folder per contrast.
 #[derive(Debug, Args)]
 #[command(
     after_help = "Examples:\n  medsynth phantom --subjects 4 --out data/phantom\n  medsynth phantom --subjects 20 --shape 128,128,96 --spacing 1.5 --seed 7 --tumour-fraction 1 --out data/tumours"
@@ -41,9 +41,20 @@ pub struct PhantomArgs {
     /// 6 ventricles, 7 necrosis, 8 oedema, 9 enhancing).
     #[arg(long)]
     pub tissues: bool,
+    /// Image format: nifti (DIR/sub-001/t1.nii.gz) or dicom (DIR/sub-001/t1/IM0001.dcm, one
+    /// MR series per contrast; labels stay NIfTI).
+    #[arg(long, value_enum, default_value = "nifti")]
+    pub format: ImageFormat,
     /// Output folder.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+}
+
+/// `--format` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ImageFormat {
+    Nifti,
+    Dicom,
 }
 
 fn parse_shape(s: &str) -> Result<[usize; 3], String> {
@@ -96,8 +107,17 @@ pub fn run(args: PhantomArgs) -> anyhow::Result<ExitCode> {
         tumour_fraction: args.tumour_fraction,
     };
     tracing::info!(subjects = args.subjects, shape = ?cfg.shape, spacing_mm = cfg.spacing_mm, seed = cfg.seed, out = %args.out.display(), "writing phantom subjects");
-    let written = phantom::write_cohort(&cfg, args.subjects as usize, &args.out, args.tissues)
-        .with_context(|| format!("cannot write phantom subjects to {}", args.out.display()))?;
+    let written = phantom::write_cohort(
+        &cfg,
+        args.subjects as usize,
+        &args.out,
+        match args.format {
+            ImageFormat::Nifti => PhantomFormat::Nifti,
+            ImageFormat::Dicom => PhantomFormat::Dicom,
+        },
+        args.tissues,
+    )
+    .with_context(|| format!("cannot write phantom subjects to {}", args.out.display()))?;
     tracing::info!(files = written.len(), "done");
     Ok(ExitCode::SUCCESS)
 }

@@ -30,7 +30,8 @@ pub use anatomy::Anatomy;
 pub use mri::{Contrast, Sequence};
 pub use tissue::{Relaxation, Tissue};
 
-use crate::volume::{Affine, nifti};
+use crate::volume::dicom::{WriteOptions, write_series};
+use crate::volume::{Affine, Geometry, Metadata, Source, Volume, nifti};
 
 /// How phantom subjects are generated.
 #[derive(Debug, Clone, PartialEq)]
@@ -245,13 +246,49 @@ pub enum PhantomError {
     },
     #[error(transparent)]
     WriteNifti(#[from] nifti::NiftiError),
+    #[error(transparent)]
+    WriteDicom(#[from] crate::volume::dicom::DicomError),
 }
 
-/// Writes one subject's `{t1,t1ce,t2,flair,seg}.nii.gz` (and `tissues.nii.gz` if asked) into
-/// `dir/<id>/`, each file atomically. Returns the written paths.
+/// How phantom images are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PhantomFormat {
+    /// `<id>/<contrast>.nii.gz`.
+    #[default]
+    Nifti,
+    /// `<id>/<contrast>/IM0001.dcm ...`, one MR series per contrast (labels stay NIfTI).
+    Dicom,
+}
+
+impl PhantomSubject {
+    /// One contrast as a [`Volume`] (modality MR).
+    pub fn volume(&self, contrast: Contrast) -> Option<Volume> {
+        let (_, image) = self.images.iter().find(|(c, _)| *c == contrast)?;
+        Some(Volume {
+            data: image.clone().insert_axis(ndarray::Axis(3)),
+            geometry: Geometry {
+                shape: [image.shape()[0], image.shape()[1], image.shape()[2]],
+                affine: self.affine,
+            },
+            source: Source::default(),
+            meta: Metadata {
+                format: "phantom".to_owned(),
+                stored_type: "int16".to_owned(),
+                modality: Some("MR".to_owned()),
+                series_description: Some(format!("medsynth phantom {}", contrast.name())),
+                ..Metadata::default()
+            },
+        })
+    }
+}
+
+/// Writes one subject's `{t1,t1ce,t2,flair}` (NIfTI files or DICOM series folders),
+/// `seg.nii.gz` (and `tissues.nii.gz` if asked) into `dir/<id>/`, each file atomically.
+/// Returns the written paths.
 pub fn write_subject(
     subject: &PhantomSubject,
     dir: &Path,
+    format: PhantomFormat,
     with_tissues: bool,
 ) -> Result<Vec<PathBuf>, PhantomError> {
     let folder = dir.join(&subject.id);
@@ -261,6 +298,22 @@ pub fn write_subject(
     })?;
     let mut written = Vec::new();
     for (contrast, image) in &subject.images {
+        if format == PhantomFormat::Dicom {
+            let volume = subject
+                .volume(*contrast)
+                .expect("every contrast is generated");
+            let options = WriteOptions {
+                description: format!("medsynth phantom {}", contrast.name()),
+                subject: Some(subject.id.clone()),
+                ..WriteOptions::default()
+            };
+            written.extend(write_series(
+                &volume,
+                &folder.join(contrast.name()),
+                &options,
+            )?);
+            continue;
+        }
         let path = folder.join(format!("{}.nii.gz", contrast.name()));
         let data = image.mapv(|v| v.clamp(0.0, i16::MAX as f32) as i16);
         nifti::write(
@@ -297,6 +350,7 @@ pub fn write_cohort(
     cfg: &PhantomConfig,
     count: usize,
     dir: &Path,
+    format: PhantomFormat,
     with_tissues: bool,
 ) -> Result<Vec<PathBuf>, PhantomError> {
     let bar = ProgressBar::new(count as u64).with_style(
@@ -309,7 +363,7 @@ pub fn write_cohort(
         .into_par_iter()
         .map(|index| {
             let subject = generate(cfg, index);
-            let written = write_subject(&subject, dir, with_tissues);
+            let written = write_subject(&subject, dir, format, with_tissues);
             tracing::debug!(subject = %subject.id, "phantom subject written");
             bar.inc(1);
             written

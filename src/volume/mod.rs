@@ -8,8 +8,10 @@ mod affine;
 mod atomic;
 mod data;
 pub mod dicom;
+mod io;
 pub mod nifti;
 
 pub use affine::{Affine, orientation_code};
 pub use atomic::{AtomicFile, temp_path};
 pub use data::{Geometry, Metadata, Source, Volume};
+pub use io::{Format, VolumeError, format_of, read_volumes, write_nifti, write_volume};
