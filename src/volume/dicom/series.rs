@@ -296,13 +296,24 @@ fn decode_file(s: &SliceHeader) -> Result<Decoded, DicomError> {
 /// in MONOCHROME2), then the rescale slope and intercept applied.
 fn modality_values(s: &SliceHeader, (slope, inter): (f64, f64), stored: &[f32], out: &mut [f32]) {
     let invert = s.photometric == "MONOCHROME1";
+    let bits = s.bits_stored.clamp(1, 32);
     let top = if s.signed {
         -1.0
     } else {
-        ((1u64 << s.bits_stored.min(32)) - 1) as f64
+        ((1u64 << bits) - 1) as f64
     };
+    // A codestream that says unsigned under PixelRepresentation 1 (seen in JPEG 2000 files):
+    // reinterpret as two's complement of BitsStored bits, as pydicom does.
+    let max_signed = ((1u64 << (bits - 1)) - 1) as f64;
+    let wrap = (1u64 << bits) as f64;
     for (o, &v) in out.iter_mut().zip(stored) {
-        let v = if invert { top - v as f64 } else { v as f64 };
+        let v = v as f64;
+        let v = if s.signed && v > max_signed {
+            v - wrap
+        } else {
+            v
+        };
+        let v = if invert { top - v } else { v };
         *o = (v * slope + inter) as f32;
     }
 }
