@@ -360,3 +360,178 @@ fn missing_geometry_is_named_with_the_file() {
         "{e}"
     );
 }
+
+#[test]
+fn monochrome1_is_inverted_to_read_like_monochrome2() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = phantom_volume();
+    let files = write(&v, dir.path());
+    for f in &files {
+        edit_file(f, |o| {
+            o.put(DataElement::new(
+                tags::PHOTOMETRIC_INTERPRETATION,
+                VR::CS,
+                PrimitiveValue::from("MONOCHROME1"),
+            ));
+        });
+    }
+    let scan = dicom::scan(dir.path()).unwrap();
+    let back = dicom::read_series(&scan.series[0]).unwrap();
+    // Signed 16-bit storage: inversion maps v to (min + max) - v = -1 - v.
+    for (a, b) in back.data.iter().zip(v.data.iter()) {
+        assert_eq!(*a, -1.0 - *b);
+    }
+}
+
+/// An enhanced multi-frame object (one file, per-frame positions and rescales in functional
+/// group sequences, frames stored out of order) reads as the volume it was made from.
+#[test]
+fn enhanced_multiframe_objects_read_with_per_frame_positions() {
+    use ::dicom::core::value::DataSetSequence;
+    use ::dicom::object::{FileMetaTableBuilder, InMemDicomObject};
+    let dir = tempfile::tempdir().unwrap();
+    let v = phantom_volume();
+    let files = write(&v, &dir.path().join("classic"));
+    let n = files.len();
+    // Frames in a scrambled order, each keeping its own position; rescale differs per frame.
+    let order: Vec<usize> = (0..n).map(|i| (i * 7) % n).collect();
+    let sources: Vec<_> = files
+        .iter()
+        .map(|f| dicom_object::open_file(f).unwrap())
+        .collect();
+    let first = &sources[0];
+    let get = |o: &dicom_object::DefaultDicomObject, t| {
+        o.element(t).unwrap().to_str().unwrap().into_owned()
+    };
+    let mut pixels: Vec<u16> = Vec::new();
+    let mut per_frame = Vec::new();
+    for (frame, &src) in order.iter().enumerate() {
+        let o = &sources[src];
+        let stored: Vec<u16> = o
+            .element(tags::PIXEL_DATA)
+            .unwrap()
+            .to_multi_int::<u16>()
+            .unwrap();
+        // Frame f stores (v - f) with intercept f, so the modality values are unchanged.
+        pixels.extend(stored.iter().map(|&s| (s as i16 - frame as i16) as u16));
+        let mut position = InMemDicomObject::new_empty();
+        position.put(DataElement::new(
+            tags::IMAGE_POSITION_PATIENT,
+            VR::DS,
+            PrimitiveValue::from(get(o, tags::IMAGE_POSITION_PATIENT)),
+        ));
+        let mut transform = InMemDicomObject::new_empty();
+        transform.put(DataElement::new(
+            tags::RESCALE_INTERCEPT,
+            VR::DS,
+            PrimitiveValue::from(frame.to_string()),
+        ));
+        transform.put(DataElement::new(
+            tags::RESCALE_SLOPE,
+            VR::DS,
+            PrimitiveValue::from("1"),
+        ));
+        let mut group = InMemDicomObject::new_empty();
+        group.put(DataElement::new(
+            tags::PLANE_POSITION_SEQUENCE,
+            VR::SQ,
+            DataSetSequence::from(vec![position]),
+        ));
+        group.put(DataElement::new(
+            tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE,
+            VR::SQ,
+            DataSetSequence::from(vec![transform]),
+        ));
+        per_frame.push(group);
+    }
+    let mut orientation = InMemDicomObject::new_empty();
+    orientation.put(DataElement::new(
+        tags::IMAGE_ORIENTATION_PATIENT,
+        VR::DS,
+        PrimitiveValue::from(get(first, tags::IMAGE_ORIENTATION_PATIENT)),
+    ));
+    let mut measures = InMemDicomObject::new_empty();
+    measures.put(DataElement::new(
+        tags::PIXEL_SPACING,
+        VR::DS,
+        PrimitiveValue::from(get(first, tags::PIXEL_SPACING)),
+    ));
+    let mut shared = InMemDicomObject::new_empty();
+    shared.put(DataElement::new(
+        tags::PLANE_ORIENTATION_SEQUENCE,
+        VR::SQ,
+        DataSetSequence::from(vec![orientation]),
+    ));
+    shared.put(DataElement::new(
+        tags::PIXEL_MEASURES_SEQUENCE,
+        VR::SQ,
+        DataSetSequence::from(vec![measures]),
+    ));
+    let mut obj = InMemDicomObject::new_empty();
+    for t in [
+        tags::SERIES_INSTANCE_UID,
+        tags::STUDY_INSTANCE_UID,
+        tags::MODALITY,
+    ] {
+        obj.put(first.element(t).unwrap().clone());
+    }
+    for t in [
+        tags::ROWS,
+        tags::COLUMNS,
+        tags::BITS_ALLOCATED,
+        tags::BITS_STORED,
+        tags::HIGH_BIT,
+        tags::PIXEL_REPRESENTATION,
+        tags::SAMPLES_PER_PIXEL,
+        tags::PHOTOMETRIC_INTERPRETATION,
+    ] {
+        obj.put(first.element(t).unwrap().clone());
+    }
+    obj.put(DataElement::new(
+        tags::SOP_CLASS_UID,
+        VR::UI,
+        PrimitiveValue::from("1.2.840.10008.5.1.4.1.1.4.1"),
+    ));
+    obj.put(DataElement::new(
+        tags::SOP_INSTANCE_UID,
+        VR::UI,
+        PrimitiveValue::from("2.25.1234"),
+    ));
+    obj.put(DataElement::new(
+        tags::NUMBER_OF_FRAMES,
+        VR::IS,
+        PrimitiveValue::from(n.to_string()),
+    ));
+    obj.put(DataElement::new(
+        tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE,
+        VR::SQ,
+        DataSetSequence::from(vec![shared]),
+    ));
+    obj.put(DataElement::new(
+        tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE,
+        VR::SQ,
+        DataSetSequence::from(per_frame),
+    ));
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OW,
+        PrimitiveValue::U16(pixels.into()),
+    ));
+    let path = dir.path().join("enhanced/multiframe.dcm");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    obj.with_meta(FileMetaTableBuilder::new().transfer_syntax("1.2.840.10008.1.2.1"))
+        .unwrap()
+        .write_to_file(&path)
+        .unwrap();
+
+    let scan = dicom::scan(path.parent().unwrap()).unwrap();
+    assert_eq!(scan.series.len(), 1);
+    let back = dicom::read_series(&scan.series[0]).unwrap();
+    assert_eq!(back.geometry.shape, v.geometry.shape);
+    for r in 0..4 {
+        for c in 0..4 {
+            assert!((back.geometry.affine.0[r][c] - v.geometry.affine.0[r][c]).abs() < 1e-4);
+        }
+    }
+    assert_eq!(back.data, v.data);
+}
