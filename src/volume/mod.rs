@@ -13,5 +13,5 @@ pub mod nifti;
 
 pub use affine::{Affine, orientation_code};
 pub use atomic::{AtomicFile, temp_path};
-pub use data::{Geometry, Metadata, Source, Volume};
+pub use data::{Geometry, Metadata, Source, Volume, hex};
 pub use io::{Format, VolumeError, format_of, read_volumes, write_nifti, write_volume};

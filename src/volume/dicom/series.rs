@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::DicomError;
 use super::header::SliceHeader;
-use crate::volume::{Affine, Geometry, Metadata, Source, Volume};
+use crate::volume::{Affine, Geometry, Metadata, Source, Volume, hex};
 
 /// Slices that share a SeriesInstanceUID, orientation, size, spacing and echo.
 #[derive(Debug, Clone)]
@@ -434,7 +434,7 @@ pub fn read_series(series: &Series) -> Result<Volume, DicomError> {
         geometry,
         source: Source {
             path: series.folder(),
-            sha256: crate::volume::nifti::hex_digest(&hasher.finalize()),
+            sha256: hex(&hasher.finalize()),
             series_uid: Some(series.uid.clone()),
         },
         meta: Metadata {

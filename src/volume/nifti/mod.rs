@@ -13,7 +13,7 @@ mod write;
 use std::path::PathBuf;
 
 pub use header::{Header, NiftiVersion};
-pub use read::{hex_digest, read, read_header};
+pub use read::{read, read_header};
 pub use write::{header_for, write};
 
 /// Why a NIfTI file could not be read or written.

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::NiftiError;
 use super::header::{self, Header, NiftiVersion, datatype_info};
-use crate::volume::{Affine, Geometry, Metadata, Source, Volume};
+use crate::volume::{Affine, Geometry, Metadata, Source, Volume, hex};
 
 fn is_gz(bytes: &[u8]) -> bool {
     bytes.starts_with(&[0x1f, 0x8b])
@@ -166,7 +166,7 @@ fn decode(bytes: &[u8], datatype: i32, little_endian: bool, out: &mut [f32]) {
 /// folded into `frames`.
 pub fn read(path: &Path) -> Result<Volume, NiftiError> {
     let raw = read_file(path)?;
-    let sha256 = hex_digest(&Sha256::digest(&raw));
+    let sha256 = hex(&Sha256::digest(&raw));
     let bytes = content(raw, path)?;
     let h = header::parse(&bytes, path)?;
     let (type_name, size) =
@@ -248,9 +248,4 @@ pub fn read(path: &Path) -> Result<Volume, NiftiError> {
             ..Metadata::default()
         },
     })
-}
-
-/// Lower-case hexadecimal.
-pub fn hex_digest(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
