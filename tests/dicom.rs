@@ -245,22 +245,7 @@ fn corrupted_copies_never_panic() {
             .find(|p| p.ends_with(name))
             .unwrap();
         let bytes = std::fs::read(&source).unwrap();
-        let mut variants: Vec<Vec<u8>> = (0..bytes.len())
-            .step_by((bytes.len() / 80).max(1))
-            .map(|n| bytes[..n].to_vec())
-            .collect();
-        let mut rng = 0x9E3779B97F4A7C15u64;
-        for _ in 0..80 {
-            let mut b = bytes.clone();
-            for _ in 0..4 {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                let at = (rng as usize) % b.len();
-                b[at] ^= 1 << (rng >> 61);
-            }
-            variants.push(b);
-        }
+        let variants = common::corrupted_copies(&bytes, bytes.len() / 80, 80, 4);
         for (n, v) in variants.iter().enumerate() {
             std::fs::write(&target, v).unwrap();
             let frames = std::panic::catch_unwind(|| dicom::read_frames(&target).map(|_| ()));

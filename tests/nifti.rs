@@ -248,22 +248,7 @@ fn corrupted_copies_never_panic() {
         } else {
             target.clone()
         };
-        let mut variants: Vec<Vec<u8>> = (0..bytes.len())
-            .step_by(7)
-            .map(|n| bytes[..n].to_vec())
-            .collect();
-        let mut rng = 0x2545F4914F6CDD1Du64;
-        for _ in 0..300 {
-            let mut b = bytes.clone();
-            for _ in 0..3 {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                let at = (rng as usize) % b.len();
-                b[at] ^= 1 << (rng >> 61);
-            }
-            variants.push(b);
-        }
+        let variants = common::corrupted_copies(bytes, 7, 300, 3);
         for v in variants {
             std::fs::write(&target, &v).unwrap();
             let outcome = std::panic::catch_unwind(|| nifti::read(&target).map(|_| ()));

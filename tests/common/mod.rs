@@ -49,3 +49,25 @@ pub fn run_python(script: &str, args: &[&Path]) -> String {
     );
     String::from_utf8(out.stdout).expect("the script prints UTF-8")
 }
+
+/// Corrupted copies of a file for no-panic tests: every `step`-th truncation, then `flipped`
+/// copies with `flips` random single-bit flips each (fixed xorshift seed, so reproducible).
+pub fn corrupted_copies(bytes: &[u8], step: usize, flipped: usize, flips: usize) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = (0..bytes.len())
+        .step_by(step.max(1))
+        .map(|n| bytes[..n].to_vec())
+        .collect();
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    for _ in 0..flipped {
+        let mut b = bytes.to_vec();
+        for _ in 0..flips {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let at = (rng as usize) % b.len();
+            b[at] ^= 1 << (rng >> 61);
+        }
+        out.push(b);
+    }
+    out
+}
