@@ -60,7 +60,9 @@ pub fn stages(file: &PipelineFile) -> Vec<Stage> {
 fn available(stage: Stage, file: &PipelineFile) -> Result<(), &'static str> {
     match stage {
         Stage::Input if file.input.format == InputFormat::Phantom => Ok(()),
-        Stage::Input => Err("reading NIfTI and DICOM subjects arrives with the volume I/O layer"),
+        Stage::Input => Err(
+            "discovering subjects from [input] (globs, templates, series matching) arrives with the preprocessing stage",
+        ),
         Stage::Preprocess => Err("preprocessing and the slice store are not built yet"),
         Stage::Train => Err("training arrives with the diffusion and GAN models"),
         Stage::Synthesize => Err("synthesis arrives with the diffusion and GAN models"),
