@@ -54,31 +54,34 @@ pub struct SliceHeader {
     pub per_frame: Vec<FrameInfo>,
 }
 
+// Lookups use `get`, which answers None for a missing element without building an error:
+// dicom-rs errors capture a backtrace when RUST_BACKTRACE is set, which made header parsing
+// several times slower and serialised threads.
 pub(crate) fn text(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
-    let e = obj.element_opt(tag).ok()??;
+    let e = obj.get(tag)?;
     let s = e.to_str().ok()?;
     let s = s.trim_matches(|c: char| c.is_whitespace() || c == '\0');
     (!s.is_empty()).then(|| s.to_owned())
 }
 
 pub(crate) fn float(obj: &InMemDicomObject, tag: Tag) -> Option<f64> {
-    let v = obj.element_opt(tag).ok()??.to_float64().ok()?;
+    let v = obj.get(tag)?.to_float64().ok()?;
     v.is_finite().then_some(v)
 }
 
 fn floats<const N: usize>(obj: &InMemDicomObject, tag: Tag) -> Option<[f64; N]> {
-    let v = obj.element_opt(tag).ok()??.to_multi_float64().ok()?;
+    let v = obj.get(tag)?.to_multi_float64().ok()?;
     let a: [f64; N] = v.get(..N)?.try_into().ok()?;
     a.iter().all(|x| x.is_finite()).then_some(a)
 }
 
 fn int(obj: &InMemDicomObject, tag: Tag) -> Option<i64> {
-    obj.element_opt(tag).ok()??.to_int::<i64>().ok()
+    obj.get(tag)?.to_int::<i64>().ok()
 }
 
 /// The first item of sequence `tag`.
 fn item(obj: &InMemDicomObject, tag: Tag) -> Option<&InMemDicomObject> {
-    obj.element_opt(tag).ok()??.items()?.first()
+    obj.get(tag)?.items()?.first()
 }
 
 /// Reads the header of `path`, stopping before the pixel data.
@@ -127,9 +130,7 @@ pub fn header_of(obj: &DefaultDicomObject, path: &Path) -> Result<SliceHeader, D
     };
     let shared_info = shared.map(from_groups);
     let per_frame: Vec<FrameInfo> = obj
-        .element_opt(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
-        .ok()
-        .flatten()
+        .get(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
         .and_then(|e| e.items())
         .map(|items| {
             items

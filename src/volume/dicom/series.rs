@@ -3,7 +3,9 @@
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
-use dicom::object::{OpenFileOptions, file::ReadPreamble};
+use dicom::core::PrimitiveValue;
+use dicom::dictionary_std::tags;
+use dicom::object::{InMemDicomObject, OpenFileOptions, file::ReadPreamble};
 use dicom::pixeldata::{ConvertOptions, ModalityLutOption, PixelDecoder};
 use ndarray::{Array3, Array4, ShapeBuilder};
 use rayon::prelude::*;
@@ -239,6 +241,51 @@ struct Decoded {
     sha256: [u8; 32],
 }
 
+/// Native (uncompressed) 8- and 16-bit pixel data converted straight from the element's
+/// values, which is several times faster than the general decoder; `None` leaves anything
+/// else (encapsulated, other bit depths, short data) to dicom-pixeldata. Signed samples with
+/// BitsStored below BitsAllocated are sign-extended from BitsStored, as pydicom does.
+fn native_samples(obj: &InMemDicomObject, s: &SliceHeader) -> Option<Vec<f32>> {
+    let value = obj.element(tags::PIXEL_DATA).ok()?.value().primitive()?;
+    let n = s.rows.checked_mul(s.cols)?.checked_mul(s.frames)?;
+    let shift = 16 - s.bits_stored.clamp(1, 16) as u32;
+    let word = |raw: u16| -> f32 {
+        if s.signed {
+            (((raw << shift) as i16) >> shift) as f32
+        } else {
+            raw as f32
+        }
+    };
+    let big_endian = s.transfer_syntax == "1.2.840.10008.1.2.2";
+    match (s.bits_allocated, value) {
+        (16, PrimitiveValue::U16(v)) if v.len() >= n => {
+            Some(v[..n].iter().map(|&x| word(x)).collect())
+        }
+        (16, PrimitiveValue::I16(v)) if v.len() >= n => {
+            Some(v[..n].iter().map(|&x| word(x as u16)).collect())
+        }
+        (16, PrimitiveValue::U8(b)) if b.len() >= 2 * n => Some(
+            b[..2 * n]
+                .chunks_exact(2)
+                .map(|c| {
+                    word(if big_endian {
+                        u16::from_be_bytes([c[0], c[1]])
+                    } else {
+                        u16::from_le_bytes([c[0], c[1]])
+                    })
+                })
+                .collect(),
+        ),
+        (8, PrimitiveValue::U8(b)) if b.len() >= n && s.bits_stored == 8 => Some(
+            b[..n]
+                .iter()
+                .map(|&x| if s.signed { x as i8 as f32 } else { x as f32 })
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
 /// Decodes one file's frames.
 fn decode_file(s: &SliceHeader) -> Result<Decoded, DicomError> {
     let bytes = std::fs::read(&s.path).map_err(|source| DicomError::Open {
@@ -267,6 +314,12 @@ fn decode_file(s: &SliceHeader) -> Result<Decoded, DicomError> {
             )
             .into(),
         ));
+    }
+    if let Some(stored) = native_samples(&obj, s) {
+        return Ok(Decoded {
+            stored,
+            sha256: digest,
+        });
     }
     // dicom-rs decoders can panic on corrupt encapsulated data (an RLE segment shorter than
     // its header says, for one); contain that and report it as a decoding error.
@@ -363,6 +416,100 @@ pub fn read_frames(path: &Path) -> Result<(Array3<f32>, SliceHeader), DicomError
     Ok((data, header))
 }
 
+/// The pixel bytes of a native little-endian file whose PixelData is its last element, found
+/// without parsing: the element header just before the last `len` bytes must be PixelData
+/// (7FE0,0010) with exactly that length. `None` when the file is laid out otherwise.
+fn trailing_pixels<'a>(bytes: &'a [u8], s: &SliceHeader) -> Option<&'a [u8]> {
+    let explicit = match s.transfer_syntax.as_str() {
+        "1.2.840.10008.1.2.1" => true,
+        "1.2.840.10008.1.2" => false,
+        _ => return None,
+    };
+    if !matches!(s.bits_allocated, 8 | 16) || s.samples_per_pixel != 1 {
+        return None;
+    }
+    let len = s
+        .rows
+        .checked_mul(s.cols)?
+        .checked_mul(s.frames)?
+        .checked_mul(s.bits_allocated as usize / 8)?;
+    let padded = len + len % 2;
+    let start = bytes.len().checked_sub(padded)?;
+    let tag = [0xE0, 0x7F, 0x10, 0x00];
+    let length_ok = |at: usize| {
+        bytes
+            .get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            == Some(padded)
+    };
+    let header_ok = if explicit {
+        let h = start.checked_sub(12)?;
+        bytes[h..h + 4] == tag
+            && matches!(&bytes[h + 4..h + 6], b"OW" | b"OB")
+            && bytes[h + 6..h + 8] == [0, 0]
+            && length_ok(h + 8)
+    } else {
+        let h = start.checked_sub(8)?;
+        bytes[h..h + 4] == tag && length_ok(h + 4)
+    };
+    header_ok.then(|| &bytes[start..start + len])
+}
+
+/// Little-endian stored samples to modality values, straight into `out`.
+fn modality_from_bytes(s: &SliceHeader, rescale: (f64, f64), pixels: &[u8], out: &mut [f32]) {
+    let shift = 16 - s.bits_stored.clamp(1, 16) as u32;
+    if s.bits_allocated == 16 {
+        for (o, c) in out.iter_mut().zip(pixels.chunks_exact(2)) {
+            let raw = u16::from_le_bytes([c[0], c[1]]);
+            *o = if s.signed {
+                (((raw << shift) as i16) >> shift) as f32
+            } else {
+                raw as f32
+            };
+        }
+    } else {
+        for (o, &b) in out.iter_mut().zip(pixels) {
+            *o = if s.signed { b as i8 as f32 } else { b as f32 };
+        }
+    }
+    if rescale != (1.0, 0.0) || s.photometric == "MONOCHROME1" {
+        let stored: Vec<f32> = out.to_vec();
+        modality_values(s, rescale, &stored, out);
+    }
+}
+
+/// Fills one plane of a single-frame file: the fast path when the file's pixel data can be
+/// taken from its end, else the full decoder. Returns the file's SHA-256.
+fn read_plane(
+    s: &SliceHeader,
+    rescale: (f64, f64),
+    out: &mut [f32],
+) -> Result<[u8; 32], DicomError> {
+    let bytes = std::fs::read(&s.path).map_err(|source| DicomError::Open {
+        path: s.path.clone(),
+        source: Box::new(source),
+    })?;
+    if let Some(pixels) = trailing_pixels(&bytes, s) {
+        modality_from_bytes(s, rescale, pixels, out);
+        return Ok(Sha256::digest(&bytes).into());
+    }
+    drop(bytes);
+    let decoded = decode_file(s)?;
+    if decoded.stored.len() != out.len() {
+        return Err(DicomError::Invalid {
+            path: s.path.clone(),
+            what: format!(
+                "{} decoded samples, expected {} x {}",
+                decoded.stored.len(),
+                s.rows,
+                s.cols
+            ),
+        });
+    }
+    modality_values(s, rescale, &decoded.stored, out);
+    Ok(decoded.sha256)
+}
+
 /// Reads the voxels of a series into a [`Volume`] on its RAS grid.
 pub fn read_series(series: &Series) -> Result<Volume, DicomError> {
     let Some(first) = series.slices.first() else {
@@ -389,37 +536,51 @@ pub fn read_series(series: &Series) -> Result<Volume, DicomError> {
     let (rows, cols) = (first.rows, first.cols);
     let plane_len = rows * cols;
 
-    let files = series
-        .slices
-        .par_iter()
-        .map(decode_file)
-        .collect::<Result<Vec<Decoded>, DicomError>>()?;
-    for (s, Decoded { stored: raw, .. }) in series.slices.iter().zip(&files) {
-        if raw.len() != plane_len * s.frames {
-            return Err(DicomError::Invalid {
-                path: s.path.clone(),
-                what: format!(
-                    "{} decoded samples, expected {} x {} x {} frames",
-                    raw.len(),
-                    rows,
-                    cols,
-                    s.frames
-                ),
-            });
-        }
-    }
     let mut values = vec![0f32; plane_len * planes.len()];
-    values
-        .par_chunks_mut(plane_len)
-        .zip(planes.par_iter())
-        .for_each(|(out, p)| {
-            let src = &files[p.file].stored[p.frame * plane_len..(p.frame + 1) * plane_len];
-            modality_values(&series.slices[p.file], p.rescale, src, out);
-        });
+    let digests = if series
+        .slices
+        .iter()
+        .all(|s| s.frames == 1 && s.per_frame.is_empty())
+    {
+        // One plane per file: read, hash and convert each file straight into its plane.
+        values
+            .par_chunks_mut(plane_len)
+            .zip(planes.par_iter())
+            .map(|(out, p)| read_plane(&series.slices[p.file], p.rescale, out))
+            .collect::<Result<Vec<[u8; 32]>, DicomError>>()?
+    } else {
+        let files = series
+            .slices
+            .par_iter()
+            .map(decode_file)
+            .collect::<Result<Vec<Decoded>, DicomError>>()?;
+        for (s, d) in series.slices.iter().zip(&files) {
+            if d.stored.len() != plane_len * s.frames {
+                return Err(DicomError::Invalid {
+                    path: s.path.clone(),
+                    what: format!(
+                        "{} decoded samples, expected {} x {} x {} frames",
+                        d.stored.len(),
+                        rows,
+                        cols,
+                        s.frames
+                    ),
+                });
+            }
+        }
+        values
+            .par_chunks_mut(plane_len)
+            .zip(planes.par_iter())
+            .for_each(|(out, p)| {
+                let src = &files[p.file].stored[p.frame * plane_len..(p.frame + 1) * plane_len];
+                modality_values(&series.slices[p.file], p.rescale, src, out);
+            });
+        files.iter().map(|d| d.sha256).collect()
+    };
     // DICOM frames are row-major (column index fastest), which is [i, j, k] in Fortran order.
     let data = Array4::from_shape_vec((cols, rows, planes.len(), 1).f(), values)
         .map_err(|e| series.error(format!("voxel count does not match the grid: {e}")))?;
-    let mut digests: Vec<[u8; 32]> = files.iter().map(|d| d.sha256).collect();
+    let mut digests = digests;
     digests.sort();
     let mut hasher = Sha256::new();
     for d in &digests {

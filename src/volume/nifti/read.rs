@@ -166,8 +166,18 @@ fn decode(bytes: &[u8], datatype: i32, little_endian: bool, out: &mut [f32]) {
 /// folded into `frames`.
 pub fn read(path: &Path) -> Result<Volume, NiftiError> {
     let raw = read_file(path)?;
-    let sha256 = hex(&Sha256::digest(&raw));
-    let bytes = content(raw, path)?;
+    // Hashing and decompressing are independent: do them side by side.
+    let (sha256, inflated) = rayon::join(
+        || hex(&Sha256::digest(&raw)),
+        || {
+            if is_gz(&raw) {
+                gunzip(&raw, path).map(Some)
+            } else {
+                Ok(None)
+            }
+        },
+    );
+    let bytes = inflated?.unwrap_or(raw);
     let h = header::parse(&bytes, path)?;
     let (type_name, size) =
         datatype_info(h.datatype).map_err(|name| NiftiError::UnsupportedType {
