@@ -48,9 +48,17 @@ fn pixels_match_pydicom_on_its_test_files() {
                     msg.contains(ts),
                     "{name}: the error must name transfer syntax {ts}: {msg}"
                 );
-                // What dicom-rs cannot decode: 32-bit samples (liver, rtdose).
+                // What medsynth does not decode: 32-bit samples (liver, rtdose), JPEG-LS
+                // (it needs the C CharLS library) and 12-bit JPEG extended (not in the pure-Rust
+                // jpeg-decoder).
+                let no_codec = [
+                    "1.2.840.10008.1.2.4.80",
+                    "1.2.840.10008.1.2.4.81",
+                    "1.2.840.10008.1.2.4.51",
+                ]
+                .contains(&ts);
                 assert!(
-                    msg.contains("BitsAllocated"),
+                    msg.contains("BitsAllocated") || no_codec,
                     "{name}: refused unexpectedly: {msg}"
                 );
                 refused.push(name);

@@ -21,7 +21,8 @@ pub struct FrameInfo {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SliceHeader {
     pub path: PathBuf,
-    pub series_uid: String,
+    /// SeriesInstanceUID; files without one are not grouped into series.
+    pub series_uid: Option<String>,
     pub instance_number: Option<i64>,
     pub rows: usize,
     pub cols: usize,
@@ -111,8 +112,7 @@ pub fn header_of(obj: &DefaultDicomObject, path: &Path) -> Result<SliceHeader, D
         });
     }
     let frames = int(obj, tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1);
-    let series_uid = text(obj, tags::SERIES_INSTANCE_UID)
-        .ok_or_else(|| missing("SeriesInstanceUID (0020,000E)"))?;
+    let series_uid = text(obj, tags::SERIES_INSTANCE_UID);
 
     // Enhanced multi-frame objects keep geometry in functional group sequences.
     let shared = item(obj, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE);

@@ -73,6 +73,14 @@ pub fn scan(root: &Path) -> Result<Scan, DicomError> {
     let mut groups: BTreeMap<(String, Vec<i64>), Vec<SliceHeader>> = BTreeMap::new();
     for r in results {
         match r {
+            Ok(SliceHeader {
+                series_uid: None,
+                path,
+                ..
+            }) => skipped.push(Skipped {
+                path,
+                reason: "no SeriesInstanceUID (0020,000E), so it belongs to no series".to_owned(),
+            }),
             Ok(h) => {
                 // dcm2niix splits a series by orientation, size, spacing and echo.
                 let mut split = vec![h.rows as i64, h.cols as i64, h.samples_per_pixel as i64];
@@ -81,7 +89,7 @@ pub fn scan(root: &Path) -> Result<Scan, DicomError> {
                 split.push(h.echo_number.unwrap_or(0));
                 split.push(h.echo_time_ms.map_or(0, key));
                 groups
-                    .entry((h.series_uid.clone(), split))
+                    .entry((h.series_uid.clone().unwrap_or_default(), split))
                     .or_default()
                     .push(h);
             }
