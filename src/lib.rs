@@ -7,6 +7,7 @@
 
 pub mod phantom;
 pub mod pipeline;
+pub mod preprocess;
 pub mod spec;
 pub mod volume;
 

@@ -1,0 +1,26 @@
+//! Invertible preprocessing: every step returns the volume it made and an [`Applied`] record
+//! holding exactly what its inverse needs; [`Record`] keeps them in order and undoes them
+//! last-in first-out, so synthesized data can be put back on the subject's original grid and
+//! intensity scale.
+//!
+//! ```
+//! use medsynth::preprocess::{CropPad, Record, Reorient};
+//! # use medsynth::volume::{Affine, Geometry, Metadata, Source, Volume};
+//! # let data = ndarray::Array4::from_shape_fn((4, 5, 6, 1), |(i, j, k, _)| (i + 10 * j + 100 * k) as f32);
+//! # let v = Volume { data, geometry: Geometry { shape: [4, 5, 6], affine: Affine::centred([4, 5, 6], [1.0; 3]) }, source: Source::default(), meta: Metadata::default() };
+//! let mut record = Record::default();
+//! let v2 = record.push(Reorient::new("LPI").unwrap().apply(&v).unwrap());
+//! let v3 = record.push(CropPad::centre([3, 3, 6]).apply(&v2).unwrap());
+//! let back = record.invert_all(v3).unwrap();
+//! assert_eq!(back.geometry, v.geometry);
+//! ```
+
+mod crop;
+mod normalize;
+mod record;
+mod reorient;
+
+pub use crop::{CropPad, foreground_box};
+pub use normalize::Normalize;
+pub use record::{Applied, PreprocessError, Record};
+pub use reorient::Reorient;
