@@ -122,3 +122,92 @@ fn intensity_maps_invert_exactly_up_to_float_rounding() {
         }
     }
 }
+
+#[test]
+fn resampling_a_linear_field_inverts_exactly_in_the_interior() {
+    use medsynth::preprocess::{Interpolation, Resample};
+    use medsynth::volume::{Affine, Geometry, Metadata, Source};
+    // A linear ramp is reproduced exactly by trilinear interpolation, so 4 mm -> 2 mm -> 4 mm
+    // must return it wherever the 2 mm grid surrounds the point (away from the faces).
+    let shape = [20, 24, 18];
+    let data = ndarray::Array4::from_shape_fn((20, 24, 18, 1), |(i, j, k, _)| {
+        3.0 * i as f32 - 2.0 * j as f32 + 0.5 * k as f32 + 7.0
+    });
+    let v = Volume {
+        data,
+        geometry: Geometry {
+            shape,
+            affine: Affine::centred(shape, [4.0, 4.0, 4.0]),
+        },
+        source: Source::default(),
+        meta: Metadata::default(),
+    };
+    let (fine, applied) = Resample {
+        spacing_mm: [2.0, 2.0, 2.0],
+        interpolation: Interpolation::Linear,
+    }
+    .apply(&v)
+    .unwrap();
+    assert_eq!(fine.geometry.shape, [40, 48, 36]);
+    // The field of view is kept: outer corners coincide.
+    assert_eq!(
+        fine.geometry.affine.apply([-0.5; 3]),
+        v.geometry.affine.apply([-0.5; 3])
+    );
+    let back = applied.invert(fine).unwrap();
+    assert_eq!(back.geometry, v.geometry);
+    for ((i, j, k, _), &x) in v.data.indexed_iter() {
+        let interior = i >= 1 && j >= 1 && k >= 1 && i + 1 < 20 && j + 1 < 24 && k + 1 < 18;
+        if interior {
+            assert!(
+                (back.data[[i, j, k, 0]] - x).abs() < 1e-4,
+                "{i},{j},{k}: {} vs {x}",
+                back.data[[i, j, k, 0]]
+            );
+        }
+    }
+}
+
+#[test]
+fn resampling_the_phantom_and_back_stays_close_and_labels_stay_labels() {
+    use medsynth::preprocess::{Interpolation, Resample};
+    let v = phantom();
+    let (fine, applied) = Resample {
+        spacing_mm: [3.0, 3.0, 3.0],
+        interpolation: Interpolation::Linear,
+    }
+    .apply(&v)
+    .unwrap();
+    let back = applied.invert(fine).unwrap();
+    let (lo, hi) = v.value_range().unwrap();
+    let mae: f64 = back
+        .data
+        .iter()
+        .zip(v.data.iter())
+        .map(|(a, b)| (a - b).abs() as f64)
+        .sum::<f64>()
+        / v.data.len() as f64;
+    // Stated tolerance: mean absolute error under 4 % of the intensity range (measured 2.8 %:
+    // two interpolations smooth the noise and the one-voxel tissue edges).
+    assert!(
+        mae < 0.04 * (hi - lo) as f64,
+        "MAE {mae} of range {}",
+        hi - lo
+    );
+    // Nearest neighbour keeps label values.
+    let mut labels = v.clone();
+    labels.data.mapv_inplace(|x| (x / 300.0).floor());
+    let (coarse, _) = Resample {
+        spacing_mm: [5.0, 5.0, 5.0],
+        interpolation: Interpolation::Nearest,
+    }
+    .apply(&labels)
+    .unwrap();
+    let allowed: std::collections::BTreeSet<i64> = labels.data.iter().map(|x| *x as i64).collect();
+    assert!(
+        coarse
+            .data
+            .iter()
+            .all(|x| x.fract() == 0.0 && allowed.contains(&(*x as i64)))
+    );
+}

@@ -19,8 +19,10 @@ mod crop;
 mod normalize;
 mod record;
 mod reorient;
+mod resample;
 
 pub use crop::{CropPad, foreground_box};
 pub use normalize::Normalize;
 pub use record::{Applied, PreprocessError, Record};
 pub use reorient::Reorient;
+pub use resample::{Interpolation, Resample, resample_onto};

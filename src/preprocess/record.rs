@@ -17,6 +17,11 @@ pub enum Applied {
         from_shape: [usize; 3],
         fill: f32,
     },
+    /// Resampled from the grid `from` with `interpolation`.
+    Resample {
+        from: crate::volume::Geometry,
+        interpolation: super::Interpolation,
+    },
     /// y = clamp(x, low, high) · scale + offset (no clamp where a bound is `None`).
     Normalize {
         scale: f64,
@@ -33,6 +38,7 @@ impl Applied {
             Applied::Reorient { .. } => "reorient",
             Applied::CropPad { .. } => "crop-pad",
             Applied::Normalize { .. } => "normalize",
+            Applied::Resample { .. } => "resample",
         }
     }
 
@@ -42,6 +48,7 @@ impl Applied {
             Applied::Reorient { .. } => super::reorient::invert(self, v),
             Applied::CropPad { .. } => super::crop::invert(self, v),
             Applied::Normalize { .. } => super::normalize::invert(self, v),
+            Applied::Resample { .. } => super::resample::invert(self, v),
         }
     }
 }
