@@ -211,3 +211,136 @@ fn resampling_the_phantom_and_back_stays_close_and_labels_stay_labels() {
             .all(|x| x.fract() == 0.0 && allowed.contains(&(*x as i64)))
     );
 }
+
+#[test]
+fn splits_are_by_subject_stable_for_a_seed_and_match_the_fractions() {
+    use medsynth::preprocess::assign_splits;
+    use medsynth::spec::{SplitConfig, SplitName};
+    let subjects: Vec<String> = (1..=20).map(|i| format!("sub-{i:03}")).collect();
+    let cfg = SplitConfig::default(); // 0.8 / 0.1 / 0.1
+    let a = assign_splits(&subjects, &cfg, 7);
+    assert_eq!(a.len(), 20, "every subject in exactly one split");
+    let count = |m: &std::collections::BTreeMap<String, SplitName>, s| {
+        m.values().filter(|v| **v == s).count()
+    };
+    assert_eq!(
+        (
+            count(&a, SplitName::Train),
+            count(&a, SplitName::Val),
+            count(&a, SplitName::Test)
+        ),
+        (16, 2, 2)
+    );
+    // Stable: same seed, any input order.
+    let mut reversed = subjects.clone();
+    reversed.reverse();
+    assert_eq!(assign_splits(&reversed, &cfg, 7), a);
+    // Another seed draws another split.
+    assert_ne!(assign_splits(&subjects, &cfg, 8), a);
+    // Small cohorts still fill every split with a non-zero fraction: 7 x (0.8, 0.1, 0.1).
+    let seven = assign_splits(&subjects[..7], &cfg, 7);
+    assert_eq!(
+        (
+            count(&seven, SplitName::Train),
+            count(&seven, SplitName::Val),
+            count(&seven, SplitName::Test)
+        ),
+        (5, 1, 1)
+    );
+    // Adding a subject moves few others.
+    let mut more = subjects.clone();
+    more.push("sub-021".into());
+    let b = assign_splits(&more, &cfg, 7);
+    let moved = subjects.iter().filter(|s| a[*s] != b[*s]).count();
+    assert!(
+        moved <= 3,
+        "{moved} subjects changed split after adding one"
+    );
+}
+
+/// The cache key changes when any preprocessing field changes (every leaf of the section is
+/// perturbed in turn) or any input changes, and not when nothing that matters does.
+#[test]
+fn cache_key_changes_with_every_preprocessing_field_and_nothing_else() {
+    use medsynth::preprocess::cache_key;
+    use medsynth::spec::PreprocessSection;
+    let inputs = vec![
+        ("sub-001".to_owned(), "t1".to_owned(), "aa".repeat(32)),
+        ("sub-001".to_owned(), "t2".to_owned(), "bb".repeat(32)),
+        ("sub-002".to_owned(), "t1".to_owned(), "cc".repeat(32)),
+    ];
+    let mut base = PreprocessSection {
+        spacing_mm: Some([1.0, 1.0, 1.0]),
+        size: Some([128, 128]),
+        reference: Some("t1".into()),
+        cache: Some("cache".into()),
+        ..PreprocessSection::default()
+    };
+    base.split.list = Some("splits.csv".into());
+    let key = cache_key(&base, &inputs);
+    let mut shuffled = inputs.clone();
+    shuffled.reverse();
+    assert_eq!(
+        cache_key(&base, &shuffled),
+        key,
+        "input order must not matter"
+    );
+    assert_eq!(cache_key(&base.clone(), &inputs), key);
+    let mut changed_input = inputs.clone();
+    changed_input[1].2 = "bc".repeat(32);
+    assert_ne!(cache_key(&base, &changed_input), key);
+
+    // Every leaf of the section, perturbed one at a time, gives a new key.
+    fn leaves(v: &serde_json::Value, path: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, x) in m {
+                    path.push(k.clone());
+                    leaves(x, path, out);
+                    path.pop();
+                }
+            }
+            serde_json::Value::Array(a) => {
+                for (i, x) in a.iter().enumerate() {
+                    path.push(i.to_string());
+                    leaves(x, path, out);
+                    path.pop();
+                }
+            }
+            _ => out.push(path.clone()),
+        }
+    }
+    let json = serde_json::to_value(&base).unwrap();
+    let mut paths = Vec::new();
+    leaves(&json, &mut Vec::new(), &mut paths);
+    assert!(paths.len() >= 20, "{paths:?}");
+    let mut seen = std::collections::BTreeSet::from([key.clone()]);
+    for path in &paths {
+        let mut changed = json.clone();
+        let mut slot = &mut changed;
+        for p in path {
+            slot = match slot {
+                serde_json::Value::Array(a) => &mut a[p.parse::<usize>().unwrap()],
+                other => &mut other[p.as_str()],
+            };
+        }
+        *slot = match slot.clone() {
+            serde_json::Value::Number(n) if n.is_u64() => {
+                serde_json::json!(n.as_u64().unwrap() + 1)
+            }
+            serde_json::Value::Number(n) => serde_json::json!(n.as_f64().unwrap() + 0.125),
+            serde_json::Value::String(s) => match s.as_str() {
+                "RAS" => serde_json::json!("LPS"),
+                "foreground" => serde_json::json!("none"),
+                "percentile" => serde_json::json!("zscore"),
+                "axial" => serde_json::json!("coronal"),
+                other => serde_json::json!(format!("{other}-changed")),
+            },
+            other => panic!("unhandled leaf {path:?}: {other}"),
+        };
+        let cfg: PreprocessSection =
+            serde_json::from_value(changed).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+        let k = cache_key(&cfg, &inputs);
+        assert!(seen.insert(k), "changing {path:?} did not change the key");
+    }
+}

@@ -20,9 +20,11 @@ mod normalize;
 mod record;
 mod reorient;
 mod resample;
+mod split;
 
 pub use crop::{CropPad, foreground_box};
 pub use normalize::Normalize;
 pub use record::{Applied, PreprocessError, Record};
 pub use reorient::Reorient;
 pub use resample::{Interpolation, Resample, resample_onto};
+pub use split::{assign as assign_splits, cache_key};
