@@ -15,6 +15,9 @@ use super::DicomError;
 use super::header::SliceHeader;
 use crate::volume::{Affine, Geometry, Metadata, Source, Volume, hex};
 
+/// The largest volume read, in voxels (8 GiB of f32).
+const MAX_VOXELS: usize = 1 << 31;
+
 /// Slices that share a SeriesInstanceUID, orientation, size, spacing and echo.
 #[derive(Debug, Clone)]
 pub struct Series {
@@ -536,7 +539,17 @@ pub fn read_series(series: &Series) -> Result<Volume, DicomError> {
     let (rows, cols) = (first.rows, first.cols);
     let plane_len = rows * cols;
 
-    let mut values = vec![0f32; plane_len * planes.len()];
+    // A corrupt header can claim an absurd size; refuse it before allocating.
+    let voxels = plane_len
+        .checked_mul(planes.len())
+        .filter(|&n| n <= MAX_VOXELS)
+        .ok_or_else(|| {
+            series.error(format!(
+                "{rows} x {cols} x {} voxels is more than medsynth reads ({MAX_VOXELS})",
+                planes.len()
+            ))
+        })?;
+    let mut values = vec![0f32; voxels];
     let digests = if series
         .slices
         .iter()
