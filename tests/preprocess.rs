@@ -344,3 +344,66 @@ fn cache_key_changes_with_every_preprocessing_field_and_nothing_else() {
         assert!(seen.insert(k), "changing {path:?} did not change the key");
     }
 }
+
+#[test]
+fn slices_carry_context_channels_and_assemble_back_exactly() {
+    use medsynth::preprocess::{assemble, cut_slices};
+    use medsynth::spec::SliceAxis;
+    let s = generate(
+        &PhantomConfig {
+            shape: [40, 48, 36],
+            spacing_mm: 4.0,
+            seed: 3,
+            tumour_fraction: 1.0,
+        },
+        0,
+    );
+    let vols: Vec<Volume> = Contrast::ALL
+        .iter()
+        .map(|c| s.volume(*c).unwrap())
+        .collect();
+    let refs: Vec<&Volume> = vols.iter().collect();
+    let mask = s.tissues.mapv(|t| t != 0);
+    for axis in [SliceAxis::Axial, SliceAxis::Coronal, SliceAxis::Sagittal] {
+        let slices = cut_slices(&refs, &mask, axis, 0.2, 1).unwrap();
+        let a = medsynth::preprocess::voxel_axis(axis);
+        assert!(
+            !slices.is_empty() && slices.len() < vols[0].geometry.shape[a],
+            "{axis:?}: the filter keeps some, not all"
+        );
+        for sl in &slices {
+            assert!(sl.foreground >= 0.2);
+            assert_eq!(sl.data.shape()[0], 4 * 3);
+        }
+        // Channel 3 * m + 1 is modality m's own plane; assembling it restores the volume in
+        // the kept slices and leaves the rest at the fill value.
+        let back = assemble(&slices, 3 * 2 + 1, &vols[2], axis, -1.0).unwrap();
+        let kept: std::collections::BTreeSet<usize> = slices.iter().map(|s| s.index).collect();
+        for ((i, j, k, _), &x) in vols[2].data.indexed_iter() {
+            let idx = [i, j, k][a];
+            let y = back.data[[i, j, k, 0]];
+            if kept.contains(&idx) {
+                assert_eq!(y, x);
+            } else {
+                assert_eq!(y, -1.0);
+            }
+        }
+        // Context planes are the neighbours (clamped at the edge).
+        let sl = &slices[slices.len() / 2];
+        let n = vols[0].geometry.shape[a];
+        let below = sl.index.saturating_sub(1);
+        let above = (sl.index + 1).min(n - 1);
+        let one = cut_slices(&refs, &mask, axis, 0.0, 0).unwrap();
+        assert_eq!(
+            sl.data.index_axis(ndarray::Axis(0), 0),
+            one[below].data.index_axis(ndarray::Axis(0), 0)
+        );
+        assert_eq!(
+            sl.data.index_axis(ndarray::Axis(0), 2),
+            one[above].data.index_axis(ndarray::Axis(0), 0)
+        );
+    }
+    // Axial slices are [C, y, x].
+    let axial = cut_slices(&refs, &mask, SliceAxis::Axial, 0.0, 0).unwrap();
+    assert_eq!(axial[0].data.shape(), [4, 48, 40]);
+}

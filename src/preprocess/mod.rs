@@ -20,6 +20,7 @@ mod normalize;
 mod record;
 mod reorient;
 mod resample;
+mod slice;
 mod split;
 
 pub use crop::{CropPad, foreground_box};
@@ -27,4 +28,5 @@ pub use normalize::Normalize;
 pub use record::{Applied, PreprocessError, Record};
 pub use reorient::Reorient;
 pub use resample::{Interpolation, Resample, resample_onto};
+pub use slice::{Slice, assemble, cut as cut_slices, voxel_axis};
 pub use split::{assign as assign_splits, cache_key};
