@@ -5,6 +5,7 @@
 //! reports and provenance → [`pipeline`] (plan and run). [`spec`] is the pipeline file and
 //! [`phantom`] makes test and demo subjects.
 
+pub mod dataset;
 pub mod phantom;
 pub mod pipeline;
 pub mod preprocess;

@@ -1,0 +1,72 @@
+//! `manifest.parquet`: one row per stored slice.
+
+use std::path::Path;
+
+use polars::prelude::*;
+
+use super::StoreError;
+use crate::volume::AtomicFile;
+
+/// One slice of the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ManifestRow {
+    pub subject: String,
+    pub split: String,
+    pub axis: String,
+    pub slice_index: u32,
+    /// Position of the slice's centre along the cut axis, world mm.
+    pub world_position_mm: f64,
+    /// Which shard file and which row of its tensor.
+    pub shard: String,
+    pub row: u32,
+    /// Comma-separated channel names that hold real data.
+    pub channels_real: String,
+    /// Comma-separated channel names that are missing (zero-filled) for this subject.
+    pub channels_missing: String,
+    /// Comma-separated SHA-256 of the source files, in channel order.
+    pub source_sha256: String,
+    /// The preprocessing record (JSON) that inverts this subject's steps.
+    pub record: String,
+}
+
+/// Writes the manifest atomically.
+pub fn write_manifest(path: &Path, rows: &[ManifestRow]) -> Result<(), StoreError> {
+    let err = |source: Box<dyn std::error::Error + Send + Sync>| StoreError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let col = |name: &str, f: &dyn Fn(&ManifestRow) -> String| {
+        Column::new(name.into(), rows.iter().map(f).collect::<Vec<String>>())
+    };
+    let mut df = DataFrame::new_infer_height(vec![
+        col("subject", &|r| r.subject.clone()),
+        col("split", &|r| r.split.clone()),
+        col("axis", &|r| r.axis.clone()),
+        Column::new(
+            "slice_index".into(),
+            rows.iter().map(|r| r.slice_index).collect::<Vec<u32>>(),
+        ),
+        Column::new(
+            "world_position_mm".into(),
+            rows.iter()
+                .map(|r| r.world_position_mm)
+                .collect::<Vec<f64>>(),
+        ),
+        col("shard", &|r| r.shard.clone()),
+        Column::new(
+            "row".into(),
+            rows.iter().map(|r| r.row).collect::<Vec<u32>>(),
+        ),
+        col("channels_real", &|r| r.channels_real.clone()),
+        col("channels_missing", &|r| r.channels_missing.clone()),
+        col("source_sha256", &|r| r.source_sha256.clone()),
+        col("record", &|r| r.record.clone()),
+    ])
+    .map_err(|e| err(Box::new(e)))?;
+    let file = AtomicFile::new(path).map_err(|e| err(Box::new(e)))?;
+    let out = std::fs::File::create(file.temp()).map_err(|e| err(Box::new(e)))?;
+    ParquetWriter::new(out)
+        .finish(&mut df)
+        .map_err(|e| err(Box::new(e)))?;
+    file.commit().map_err(|e| err(Box::new(e)))
+}

@@ -1,0 +1,24 @@
+//! The slice store models read: float32 tensors N × C × H × W in safetensors shards, and a
+//! `manifest.parquet` with one row per slice (subject, split, axis, index, world position,
+//! which channels are real or missing, source digests, the preprocessing record).
+
+mod manifest;
+mod safetensors;
+
+pub use manifest::{ManifestRow, write_manifest};
+pub use safetensors::{read_shard, write_shard};
+
+use std::path::PathBuf;
+
+/// Why the slice store could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("{path}: {what}")]
+    Invalid { path: PathBuf, what: String },
+}
