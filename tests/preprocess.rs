@@ -407,3 +407,72 @@ fn slices_carry_context_channels_and_assemble_back_exactly() {
     let axial = cut_slices(&refs, &mask, SliceAxis::Axial, 0.0, 0).unwrap();
     assert_eq!(axial[0].data.shape(), [4, 48, 40]);
 }
+
+#[test]
+fn globs_match_like_the_shell() {
+    use medsynth::preprocess::glob_match;
+    assert!(glob_match("sub-*", "sub-001"));
+    assert!(!glob_match("sub-*", "ses-001"));
+    assert!(glob_match("sub-00?", "sub-007"));
+    assert!(glob_match("BraTS-[A-Z][A-Z][A-Z]-*", "BraTS-GLI-00001-000"));
+    assert!(!glob_match("sub-[12]*", "sub-3"));
+    assert!(glob_match("*t1*post*", "ax t1 post gad"));
+    assert!(glob_match("*", ""));
+}
+
+#[test]
+fn subjects_are_discovered_with_present_and_missing_modalities() {
+    use medsynth::phantom::{PhantomFormat, write_cohort};
+    use medsynth::preprocess::{dicom_subjects, nifti_subjects};
+    use medsynth::spec::SeriesMatch;
+    use std::collections::BTreeMap;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = PhantomConfig {
+        shape: [24, 28, 20],
+        spacing_mm: 8.0,
+        seed: 2,
+        tumour_fraction: 0.0,
+    };
+    write_cohort(&cfg, 3, dir.path(), PhantomFormat::Nifti, false).unwrap();
+    std::fs::remove_file(dir.path().join("sub-002/flair.nii.gz")).unwrap();
+    std::fs::create_dir(dir.path().join("notes")).unwrap();
+    let modalities = BTreeMap::from([
+        ("t1".to_owned(), "{subject}/t1.nii.gz".to_owned()),
+        ("flair".to_owned(), "{subject}/flair.nii.gz".to_owned()),
+    ]);
+    let subjects = nifti_subjects(
+        dir.path(),
+        "sub-*",
+        &modalities,
+        Some("{subject}/seg.nii.gz"),
+    )
+    .unwrap();
+    let ids: Vec<&str> = subjects.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["sub-001", "sub-002", "sub-003"]);
+    assert_eq!(subjects[1].missing, ["flair"]);
+    assert!(subjects[0].missing.is_empty() && subjects[0].label.is_some());
+    let e = nifti_subjects(dir.path(), "patient-*", &modalities, None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("\"patient-*\" matches no folder under"), "{e}");
+
+    let dcm = tempfile::tempdir().unwrap();
+    write_cohort(&cfg, 2, dcm.path(), PhantomFormat::Dicom, false).unwrap();
+    let by_header = |d: &str| SeriesMatch {
+        modality: Some("MR".into()),
+        description: Some(d.into()),
+    };
+    let series = BTreeMap::from([
+        ("t2".to_owned(), by_header("*phantom t2")),
+        ("pd".to_owned(), by_header("*proton*")),
+    ]);
+    let subjects = dicom_subjects(dcm.path(), "sub-*", &series).unwrap();
+    assert_eq!(subjects.len(), 2);
+    assert!(subjects[0].modalities.contains_key("t2"));
+    assert_eq!(subjects[0].missing, ["pd"]);
+    let greedy = BTreeMap::from([("any".to_owned(), by_header("*phantom*"))]);
+    let e = dicom_subjects(dcm.path(), "sub-*", &greedy)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("input.series.any matches 4 series"), "{e}");
+}

@@ -16,6 +16,7 @@
 //! ```
 
 mod crop;
+mod discover;
 mod normalize;
 mod record;
 mod reorient;
@@ -24,6 +25,7 @@ mod slice;
 mod split;
 
 pub use crop::{CropPad, foreground_box};
+pub use discover::{ModalitySource, SubjectInputs, dicom_subjects, glob_match, nifti_subjects};
 pub use normalize::Normalize;
 pub use record::{Applied, PreprocessError, Record};
 pub use reorient::Reorient;
