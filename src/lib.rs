@@ -9,6 +9,7 @@ pub mod dataset;
 pub mod phantom;
 pub mod pipeline;
 pub mod preprocess;
+pub mod provenance;
 pub mod spec;
 pub mod volume;
 

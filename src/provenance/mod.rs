@@ -1,0 +1,85 @@
+//! The provenance table: one row per written artifact, saying what it was made from, by which
+//! stage, settings, seed and medsynth version. Written as `provenance.parquet` through polars.
+//! Subjects appear only by their pseudonymous identifier; no patient data is ever recorded.
+
+use std::path::Path;
+
+use polars::prelude::*;
+
+use crate::volume::AtomicFile;
+
+/// One written artifact.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProvenanceRow {
+    /// Path of the artifact, relative to the run folder.
+    pub artifact: String,
+    pub sha256: String,
+    /// What it is: `volume`, `slice-shard`, `manifest`, `checkpoint`, `report`, ...
+    pub kind: String,
+    /// Pseudonymous subject identifier (e.g. the subject folder name); empty for run-level artifacts.
+    pub subject: String,
+    /// Source files, `;`-separated, and their SHA-256 in the same order.
+    pub sources: String,
+    pub source_sha256: String,
+    /// DICOM SeriesInstanceUIDs of the sources, `;`-separated.
+    pub source_series_uids: String,
+    /// The stage that wrote it: `input`, `preprocess`, `train`, `synthesize`, `evaluate`, `output`.
+    pub stage: String,
+    /// Hash of the pipeline settings that produced it.
+    pub config_hash: String,
+    pub checkpoint_sha256: String,
+    /// Sampler and guidance settings (JSON), for synthesized artifacts.
+    pub sampler: String,
+    pub guidance: String,
+    pub seed: u64,
+    pub medsynth_version: String,
+    /// The source tree's git commit, when known.
+    pub git_commit: String,
+    /// RFC 3339 UTC times.
+    pub started: String,
+    pub finished: String,
+}
+
+/// Writes the table atomically.
+pub fn write(path: &Path, rows: &[ProvenanceRow]) -> Result<(), crate::dataset::StoreError> {
+    let err =
+        |source: Box<dyn std::error::Error + Send + Sync>| crate::dataset::StoreError::Write {
+            path: path.to_owned(),
+            source,
+        };
+    let text = |name: &str, f: fn(&ProvenanceRow) -> &String| {
+        Column::new(
+            name.into(),
+            rows.iter().map(|r| f(r).clone()).collect::<Vec<String>>(),
+        )
+    };
+    let mut df = DataFrame::new_infer_height(vec![
+        text("artifact", |r| &r.artifact),
+        text("sha256", |r| &r.sha256),
+        text("kind", |r| &r.kind),
+        text("subject", |r| &r.subject),
+        text("sources", |r| &r.sources),
+        text("source_sha256", |r| &r.source_sha256),
+        text("source_series_uids", |r| &r.source_series_uids),
+        text("stage", |r| &r.stage),
+        text("config_hash", |r| &r.config_hash),
+        text("checkpoint_sha256", |r| &r.checkpoint_sha256),
+        text("sampler", |r| &r.sampler),
+        text("guidance", |r| &r.guidance),
+        Column::new(
+            "seed".into(),
+            rows.iter().map(|r| r.seed).collect::<Vec<u64>>(),
+        ),
+        text("medsynth_version", |r| &r.medsynth_version),
+        text("git_commit", |r| &r.git_commit),
+        text("started", |r| &r.started),
+        text("finished", |r| &r.finished),
+    ])
+    .map_err(|e| err(Box::new(e)))?;
+    let file = AtomicFile::new(path).map_err(|e| err(Box::new(e)))?;
+    let out = std::fs::File::create(file.temp()).map_err(|e| err(Box::new(e)))?;
+    ParquetWriter::new(out)
+        .finish(&mut df)
+        .map_err(|e| err(Box::new(e)))?;
+    file.commit().map_err(|e| err(Box::new(e)))
+}
