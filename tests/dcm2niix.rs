@@ -41,41 +41,18 @@ fn dcm2niix(input: &Path, out: &Path, single_file: bool) -> PathBuf {
     found.remove(0)
 }
 
-fn invert(a: &Affine) -> [[f64; 4]; 4] {
-    // Inverse of [R t; 0 1] with a general 3x3 R.
-    let m = &a.0;
-    let det = m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
-        - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
-        + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]);
-    let c =
-        |r0: usize, c0: usize, r1: usize, c1: usize| m[r0][c0] * m[r1][c1] - m[r0][c1] * m[r1][c0];
-    let inv3 = [
-        [c(1, 1, 2, 2), -c(0, 1, 2, 2), c(0, 1, 1, 2)],
-        [-c(1, 0, 2, 2), c(0, 0, 2, 2), -c(0, 0, 1, 2)],
-        [c(1, 0, 2, 1), -c(0, 0, 2, 1), c(0, 0, 1, 1)],
-    ]
-    .map(|row| row.map(|v| v / det));
-    let mut out = [[0.0; 4]; 4];
-    for r in 0..3 {
-        out[r][..3].copy_from_slice(&inv3[r]);
-        out[r][3] = -(0..3).map(|k| inv3[r][k] * m[k][3]).sum::<f64>();
-    }
-    out[3][3] = 1.0;
-    out
-}
-
 /// Compares two volumes that should hold the same voxels on the same world grid, possibly
 /// with axes permuted or flipped: the index map between them must be a signed permutation
 /// with integer offsets (to 1e-4 mm), and every voxel must match within `tol`.
 fn same_world_grid(ours: &Volume, theirs: &Volume, tol: f32) {
-    let inv = invert(&ours.geometry.affine);
-    let t = theirs.geometry.affine.0;
-    let mut map = [[0.0; 4]; 3];
-    for r in 0..3 {
-        for c in 0..4 {
-            map[r][c] = (0..4).map(|k| inv[r][k] * t[k][c]).sum();
-        }
-    }
+    let full = ours
+        .geometry
+        .affine
+        .inverse()
+        .unwrap()
+        .then(&theirs.geometry.affine)
+        .0;
+    let map: [[f64; 4]; 3] = [full[0], full[1], full[2]];
     let spacing = ours.geometry.spacing();
     for (r, row) in map.iter().enumerate() {
         for (c, v) in row.iter().enumerate() {

@@ -63,10 +63,19 @@ pub fn write_manifest(path: &Path, rows: &[ManifestRow]) -> Result<(), StoreErro
         col("record", &|r| r.record.clone()),
     ])
     .map_err(|e| err(Box::new(e)))?;
+    write_parquet(path, &mut df)
+}
+
+/// Writes a data frame as parquet, atomically (temporary name, then rename).
+pub fn write_parquet(path: &Path, df: &mut DataFrame) -> Result<(), StoreError> {
+    let err = |source: Box<dyn std::error::Error + Send + Sync>| StoreError::Write {
+        path: path.to_owned(),
+        source,
+    };
     let file = AtomicFile::new(path).map_err(|e| err(Box::new(e)))?;
     let out = std::fs::File::create(file.temp()).map_err(|e| err(Box::new(e)))?;
     ParquetWriter::new(out)
-        .finish(&mut df)
+        .finish(df)
         .map_err(|e| err(Box::new(e)))?;
     file.commit().map_err(|e| err(Box::new(e)))
 }

@@ -5,7 +5,7 @@
 mod manifest;
 mod safetensors;
 
-pub use manifest::{ManifestRow, write_manifest};
+pub use manifest::{ManifestRow, write_manifest, write_parquet};
 pub use safetensors::{read_shard, write_shard};
 
 use std::path::PathBuf;

@@ -68,28 +68,6 @@ impl Resample {
     }
 }
 
-fn inverse(a: &Affine) -> Option<[[f64; 4]; 3]> {
-    let m = &a.0;
-    let det = m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
-        - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
-        + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]);
-    if det == 0.0 || !det.is_finite() {
-        return None;
-    }
-    let c =
-        |r0: usize, c0: usize, r1: usize, c1: usize| m[r0][c0] * m[r1][c1] - m[r0][c1] * m[r1][c0];
-    let inv = [
-        [c(1, 1, 2, 2), -c(0, 1, 2, 2), c(0, 1, 1, 2)],
-        [-c(1, 0, 2, 2), c(0, 0, 2, 2), -c(0, 0, 1, 2)],
-        [c(1, 0, 2, 1), -c(0, 0, 2, 1), c(0, 0, 1, 1)],
-    ]
-    .map(|row| row.map(|v| v / det));
-    Some(std::array::from_fn(|r| {
-        let t = -(0..3).map(|k| inv[r][k] * m[k][3]).sum::<f64>();
-        [inv[r][0], inv[r][1], inv[r][2], t]
-    }))
-}
-
 /// Resamples `v` onto `target` through world coordinates; voxels outside `v` become 0.
 ///
 /// # Shapes
@@ -99,18 +77,16 @@ pub fn resample_onto(
     target: &Geometry,
     interpolation: Interpolation,
 ) -> Result<Volume, PreprocessError> {
-    let to_source = inverse(&v.geometry.affine).ok_or_else(|| PreprocessError::Apply {
-        step: "resample",
-        what: "the source affine is singular".to_owned(),
-    })?;
-    // target index -> source index, one 3x4 matrix.
-    let t = target.affine.0;
-    let map: [[f64; 4]; 3] = std::array::from_fn(|r| {
-        std::array::from_fn(|c| {
-            (0..3).map(|k| to_source[r][k] * t[k][c]).sum::<f64>()
-                + if c == 3 { to_source[r][3] } else { 0.0 }
-        })
-    });
+    let to_source = v
+        .geometry
+        .affine
+        .inverse()
+        .ok_or_else(|| PreprocessError::Apply {
+            step: "resample",
+            what: "the source affine is singular".to_owned(),
+        })?;
+    // target index -> source index.
+    let map = to_source.then(&target.affine).0;
     let n = v.geometry.shape;
     let frames = v.frames();
     let [tx, ty, tz] = target.shape;

@@ -6,8 +6,6 @@ use std::path::Path;
 
 use polars::prelude::*;
 
-use crate::volume::AtomicFile;
-
 /// One written artifact.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ProvenanceRow {
@@ -76,10 +74,5 @@ pub fn write(path: &Path, rows: &[ProvenanceRow]) -> Result<(), crate::dataset::
         text("finished", |r| &r.finished),
     ])
     .map_err(|e| err(Box::new(e)))?;
-    let file = AtomicFile::new(path).map_err(|e| err(Box::new(e)))?;
-    let out = std::fs::File::create(file.temp()).map_err(|e| err(Box::new(e)))?;
-    ParquetWriter::new(out)
-        .finish(&mut df)
-        .map_err(|e| err(Box::new(e)))?;
-    file.commit().map_err(|e| err(Box::new(e)))
+    crate::dataset::write_parquet(path, &mut df)
 }

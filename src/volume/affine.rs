@@ -24,6 +24,46 @@ impl Affine {
         std::array::from_fn(|r| m[r][0] * ijk[0] + m[r][1] * ijk[1] + m[r][2] * ijk[2] + m[r][3])
     }
 
+    /// Determinant of the 3 x 3 linear part (0 when the axes are not independent).
+    pub fn determinant(&self) -> f64 {
+        let m = &self.0;
+        m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+            - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+            + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0])
+    }
+
+    /// The world-to-voxel affine, or `None` when this one is singular or not finite.
+    pub fn inverse(&self) -> Option<Affine> {
+        let m = &self.0;
+        let det = self.determinant();
+        if det == 0.0 || !det.is_finite() {
+            return None;
+        }
+        let c = |r0: usize, c0: usize, r1: usize, c1: usize| {
+            m[r0][c0] * m[r1][c1] - m[r0][c1] * m[r1][c0]
+        };
+        let inv = [
+            [c(1, 1, 2, 2), -c(0, 1, 2, 2), c(0, 1, 1, 2)],
+            [-c(1, 0, 2, 2), c(0, 0, 2, 2), -c(0, 0, 1, 2)],
+            [c(1, 0, 2, 1), -c(0, 0, 2, 1), c(0, 0, 1, 1)],
+        ]
+        .map(|row| row.map(|v| v / det));
+        let mut out = [[0.0; 4]; 4];
+        for r in 0..3 {
+            out[r][..3].copy_from_slice(&inv[r]);
+            out[r][3] = -(0..3).map(|k| inv[r][k] * m[k][3]).sum::<f64>();
+        }
+        out[3][3] = 1.0;
+        Some(Affine(out))
+    }
+
+    /// The product `self · other`.
+    pub fn then(&self, other: &Affine) -> Affine {
+        Affine(std::array::from_fn(|r| {
+            std::array::from_fn(|c| (0..4).map(|k| self.0[r][k] * other.0[k][c]).sum())
+        }))
+    }
+
     /// Voxel sizes: the lengths of the first three columns.
     pub fn spacing(&self) -> [f64; 3] {
         std::array::from_fn(|c| (0..3).map(|r| self.0[r][c].powi(2)).sum::<f64>().sqrt())
@@ -132,6 +172,33 @@ mod tests {
         }
         assert_eq!(a.spacing(), [2.0, 1.0, 3.0]);
         assert_eq!(orientation_code(&a), "RAS");
+    }
+
+    #[test]
+    fn inverse_undoes_an_oblique_affine() {
+        let (s, c) = (0.4f64.sin(), 0.4f64.cos());
+        let a = Affine([
+            [c * 2.0, -s, 0.0, 5.0],
+            [s * 2.0, c, 0.0, -3.0],
+            [0.0, 0.0, 3.0, 7.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ]);
+        let id = a.inverse().unwrap().then(&a);
+        for r in 0..4 {
+            for col in 0..4 {
+                assert!((id.0[r][col] - if r == col { 1.0 } else { 0.0 }).abs() < 1e-12);
+            }
+        }
+        assert!(
+            Affine([
+                [1.0, 0.0, 0.0, 0.0],
+                [0.0, 0.0, 0.0, 0.0],
+                [0.0, 0.0, 1.0, 0.0],
+                [0.0, 0.0, 0.0, 1.0]
+            ])
+            .inverse()
+            .is_none()
+        );
     }
 
     #[test]

@@ -106,10 +106,7 @@ fn check_affine(a: &Affine, from: &str, path: &Path) -> Result<(), NiftiError> {
             expected: format!("a finite {from} affine"),
         });
     }
-    let det = m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
-        - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
-        + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]);
-    if det == 0.0 {
+    if a.determinant() == 0.0 {
         return Err(NiftiError::BadHeader {
             path: path.to_owned(),
             field: if from == "sform" {
