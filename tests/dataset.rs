@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use medsynth::dataset::{ManifestRow, read_shard, write_manifest, write_shard};
-use medsynth::phantom::{Contrast, PhantomConfig, generate};
+use medsynth::phantom::Contrast;
 use medsynth::preprocess::cut_slices;
 use medsynth::spec::SliceAxis;
 use medsynth::volume::Volume;
@@ -14,21 +14,8 @@ use ndarray::{Array4, Axis};
 
 #[test]
 fn shards_and_manifest_read_back_in_python_with_matching_values() {
-    let s = generate(
-        &PhantomConfig {
-            shape: [32, 40, 28],
-            spacing_mm: 5.0,
-            seed: 1,
-            tumour_fraction: 1.0,
-        },
-        0,
-    );
-    let vols: Vec<Volume> = Contrast::ALL
-        .iter()
-        .map(|c| s.volume(*c).unwrap())
-        .collect();
+    let (s, vols, mask) = common::phantom_contrasts([32, 40, 28], 5.0, 1);
     let refs: Vec<&Volume> = vols.iter().collect();
-    let mask = s.tissues.mapv(|t| t != 0);
     let slices = cut_slices(&refs, &mask, SliceAxis::Axial, 0.1, 0).unwrap();
     let views: Vec<_> = slices.iter().map(|s| s.data.view()).collect();
     let tensor: Array4<f32> = ndarray::stack(Axis(0), &views).unwrap();

@@ -1,6 +1,8 @@
 //! Preprocessing steps invert exactly on the phantom: reorientation, crop and pad, and the
 //! intensity maps.
 
+mod common;
+
 use medsynth::phantom::{Contrast, PhantomConfig, generate};
 use medsynth::preprocess::{Applied, CropPad, Normalize, Record, Reorient, foreground_box};
 use medsynth::spec::{NormalizeConfig, NormalizeMethod};
@@ -349,21 +351,8 @@ fn cache_key_changes_with_every_preprocessing_field_and_nothing_else() {
 fn slices_carry_context_channels_and_assemble_back_exactly() {
     use medsynth::preprocess::{assemble, cut_slices};
     use medsynth::spec::SliceAxis;
-    let s = generate(
-        &PhantomConfig {
-            shape: [40, 48, 36],
-            spacing_mm: 4.0,
-            seed: 3,
-            tumour_fraction: 1.0,
-        },
-        0,
-    );
-    let vols: Vec<Volume> = Contrast::ALL
-        .iter()
-        .map(|c| s.volume(*c).unwrap())
-        .collect();
+    let (_, vols, mask) = common::phantom_contrasts([40, 48, 36], 4.0, 3);
     let refs: Vec<&Volume> = vols.iter().collect();
-    let mask = s.tissues.mapv(|t| t != 0);
     for axis in [SliceAxis::Axial, SliceAxis::Coronal, SliceAxis::Sagittal] {
         let slices = cut_slices(&refs, &mask, axis, 0.2, 1).unwrap();
         let a = medsynth::preprocess::voxel_axis(axis);

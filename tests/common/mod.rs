@@ -71,3 +71,32 @@ pub fn corrupted_copies(bytes: &[u8], step: usize, flipped: usize, flips: usize)
     }
     out
 }
+
+/// A phantom subject with a tumour, its four contrasts as volumes (in `Contrast::ALL` order)
+/// and its head mask (every non-background tissue).
+pub fn phantom_contrasts(
+    shape: [usize; 3],
+    spacing_mm: f64,
+    seed: u64,
+) -> (
+    medsynth::phantom::PhantomSubject,
+    Vec<medsynth::volume::Volume>,
+    ndarray::Array3<bool>,
+) {
+    use medsynth::phantom::{Contrast, PhantomConfig, generate};
+    let s = generate(
+        &PhantomConfig {
+            shape,
+            spacing_mm,
+            seed,
+            tumour_fraction: 1.0,
+        },
+        0,
+    );
+    let vols = Contrast::ALL
+        .iter()
+        .map(|c| s.volume(*c).expect("every contrast is generated"))
+        .collect();
+    let mask = s.tissues.mapv(|t| t != 0);
+    (s, vols, mask)
+}
