@@ -5,7 +5,9 @@
 use ndarray::{Array4, Axis};
 
 use super::{Applied, PreprocessError};
-use crate::volume::{Affine, Geometry, Volume, orientation_code};
+use crate::volume::{
+    Affine, Geometry, Volume, orientation_axis, orientation_code, parse_orientation,
+};
 
 /// Reorients to a target orientation code.
 #[derive(Debug, Clone, PartialEq)]
@@ -13,34 +15,15 @@ pub struct Reorient {
     target: [char; 3],
 }
 
-fn axis_of(c: char) -> Option<(usize, bool)> {
-    match c {
-        'R' => Some((0, true)),
-        'L' => Some((0, false)),
-        'A' => Some((1, true)),
-        'P' => Some((1, false)),
-        'S' => Some((2, true)),
-        'I' => Some((2, false)),
-        _ => None,
-    }
-}
-
 impl Reorient {
     /// `code`: three letters, one each of R/L, A/P, S/I.
     pub fn new(code: &str) -> Result<Self, PreprocessError> {
-        let chars: Vec<char> = code.chars().collect();
-        let bad = || PreprocessError::Config {
+        parse_orientation(code).ok_or_else(|| PreprocessError::Config {
             step: "reorient",
             what: format!("{code:?} is not an orientation code, expected e.g. \"RAS\" or \"LPS\""),
-        };
-        let target: [char; 3] = chars.try_into().map_err(|_| bad())?;
-        let mut seen = [false; 3];
-        for c in target {
-            let (axis, _) = axis_of(c).ok_or_else(bad)?;
-            if std::mem::replace(&mut seen[axis], true) {
-                return Err(bad());
-            }
-        }
+        })?;
+        let chars: Vec<char> = code.chars().collect();
+        let target: [char; 3] = [chars[0], chars[1], chars[2]];
         Ok(Self { target })
     }
 
@@ -50,10 +33,10 @@ impl Reorient {
         let mut perm = [0usize; 3];
         let mut flip = [false; 3];
         for (t, &want) in self.target.iter().enumerate() {
-            let (world, positive) = axis_of(want).expect("checked in new");
+            let (world, positive) = orientation_axis(want).expect("checked in new");
             let source = current
                 .iter()
-                .position(|&c| axis_of(c).map(|(w, _)| w) == Some(world))
+                .position(|&c| orientation_axis(c).map(|(w, _)| w) == Some(world))
                 .ok_or_else(|| PreprocessError::Apply {
                     step: "reorient",
                     what: format!(
@@ -62,7 +45,7 @@ impl Reorient {
                     ),
                 })?;
             perm[t] = source;
-            flip[t] = axis_of(current[source]).map(|(_, p)| p) != Some(positive);
+            flip[t] = orientation_axis(current[source]).map(|(_, p)| p) != Some(positive);
         }
         let applied = Applied::Reorient { perm, flip };
         Ok((permute_flip(v, perm, flip), applied))

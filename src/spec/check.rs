@@ -482,12 +482,7 @@ fn check_preprocess(file: &PipelineFile, declared: &[String], out: &mut Findings
 }
 
 fn is_orientation(code: &str) -> bool {
-    let axes = ["RL", "AP", "SI"];
-    let chars: Vec<char> = code.chars().collect();
-    chars.len() == 3
-        && axes
-            .iter()
-            .all(|pair| chars.iter().filter(|c| pair.contains(**c)).count() == 1)
+    crate::volume::parse_orientation(code).is_some()
 }
 
 fn check_model(file: &PipelineFile, model: &ModelSection, declared: &[String], out: &mut Findings) {

@@ -133,6 +133,36 @@ impl Affine {
     }
 }
 
+/// The world axis (0 R/L, 1 A/P, 2 S/I) an orientation letter names, and whether it points
+/// the positive RAS way.
+pub fn orientation_axis(c: char) -> Option<(usize, bool)> {
+    match c {
+        'R' => Some((0, true)),
+        'L' => Some((0, false)),
+        'A' => Some((1, true)),
+        'P' => Some((1, false)),
+        'S' => Some((2, true)),
+        'I' => Some((2, false)),
+        _ => None,
+    }
+}
+
+/// Parses an orientation code such as `RAS` or `LPI`: three letters naming each world axis
+/// once. Returns each letter's axis and direction.
+pub fn parse_orientation(code: &str) -> Option<[(usize, bool); 3]> {
+    let chars: Vec<char> = code.chars().collect();
+    let letters: [char; 3] = chars.try_into().ok()?;
+    let axes = letters.map(orientation_axis);
+    let mut seen = [false; 3];
+    for a in &axes {
+        let (axis, _) = (*a)?;
+        if std::mem::replace(&mut seen[axis], true) {
+            return None;
+        }
+    }
+    Some(axes.map(|a| a.unwrap_or((0, true))))
+}
+
 /// The orientation code of an affine: for each voxel axis, the world direction (R/L, A/P, S/I)
 /// it points to most, as nibabel's `aff2axcodes` reports it (e.g. `RAS`, `LPS`, `LPI`).
 pub fn orientation_code(affine: &Affine) -> String {

@@ -11,7 +11,7 @@ pub mod dicom;
 mod io;
 pub mod nifti;
 
-pub use affine::{Affine, orientation_code};
+pub use affine::{Affine, orientation_axis, orientation_code, parse_orientation};
 pub use atomic::{AtomicFile, temp_path};
 pub use data::{Geometry, Metadata, Source, Volume, hex};
 pub use io::{Format, VolumeError, format_of, read_volumes, write_nifti, write_volume};

@@ -348,12 +348,13 @@ fn decode_file(s: &SliceHeader) -> Result<Decoded, DicomError> {
     }
 }
 
-/// Stored values to modality values: MONOCHROME1 inverted (so bright means high signal, as
-/// in MONOCHROME2), then the rescale slope and intercept applied.
-fn modality_values(s: &SliceHeader, (slope, inter): (f64, f64), stored: &[f32], out: &mut [f32]) {
+/// The map from a stored value to its modality value: MONOCHROME1 inverted (so bright
+/// means high signal, as in MONOCHROME2), then the rescale slope and intercept applied.
+fn modality_map(s: &SliceHeader, (slope, inter): (f64, f64)) -> impl Fn(f64) -> f32 {
     let invert = s.photometric == "MONOCHROME1";
+    let signed = s.signed;
     let bits = s.bits_stored.clamp(1, 32);
-    let top = if s.signed {
+    let top = if signed {
         -1.0
     } else {
         ((1u64 << bits) - 1) as f64
@@ -362,15 +363,22 @@ fn modality_values(s: &SliceHeader, (slope, inter): (f64, f64), stored: &[f32], 
     // reinterpret as two's complement of BitsStored bits, as pydicom does.
     let max_signed = ((1u64 << (bits - 1)) - 1) as f64;
     let wrap = (1u64 << bits) as f64;
-    for (o, &v) in out.iter_mut().zip(stored) {
-        let v = v as f64;
-        let v = if s.signed && v > max_signed {
+    move |v| {
+        let v = if signed && v > max_signed {
             v - wrap
         } else {
             v
         };
         let v = if invert { top - v } else { v };
-        *o = (v * slope + inter) as f32;
+        (v * slope + inter) as f32
+    }
+}
+
+/// Stored values to modality values (see [`modality_map`]).
+fn modality_values(s: &SliceHeader, rescale: (f64, f64), stored: &[f32], out: &mut [f32]) {
+    let map = modality_map(s, rescale);
+    for (o, &v) in out.iter_mut().zip(stored) {
+        *o = map(v as f64);
     }
 }
 
@@ -460,24 +468,22 @@ fn trailing_pixels<'a>(bytes: &'a [u8], s: &SliceHeader) -> Option<&'a [u8]> {
 
 /// Little-endian stored samples to modality values, straight into `out`.
 fn modality_from_bytes(s: &SliceHeader, rescale: (f64, f64), pixels: &[u8], out: &mut [f32]) {
+    let map = modality_map(s, rescale);
     let shift = 16 - s.bits_stored.clamp(1, 16) as u32;
     if s.bits_allocated == 16 {
         for (o, c) in out.iter_mut().zip(pixels.chunks_exact(2)) {
             let raw = u16::from_le_bytes([c[0], c[1]]);
-            *o = if s.signed {
-                (((raw << shift) as i16) >> shift) as f32
+            let v = if s.signed {
+                ((raw << shift) as i16 >> shift) as f64
             } else {
-                raw as f32
+                raw as f64
             };
+            *o = map(v);
         }
     } else {
         for (o, &b) in out.iter_mut().zip(pixels) {
-            *o = if s.signed { b as i8 as f32 } else { b as f32 };
+            *o = map(if s.signed { b as i8 as f64 } else { b as f64 });
         }
-    }
-    if rescale != (1.0, 0.0) || s.photometric == "MONOCHROME1" {
-        let stored: Vec<f32> = out.to_vec();
-        modality_values(s, rescale, &stored, out);
     }
 }
 
