@@ -279,18 +279,23 @@ fn cache_key_changes_with_every_preprocessing_field_and_nothing_else() {
         ..PreprocessSection::default()
     };
     base.split.list = Some("splits.csv".into());
-    let key = cache_key(&base, &inputs);
+    let key = cache_key(&base, 7, &inputs);
     let mut shuffled = inputs.clone();
     shuffled.reverse();
     assert_eq!(
-        cache_key(&base, &shuffled),
+        cache_key(&base, 7, &shuffled),
         key,
         "input order must not matter"
     );
-    assert_eq!(cache_key(&base.clone(), &inputs), key);
+    assert_eq!(cache_key(&base.clone(), 7, &inputs), key);
     let mut changed_input = inputs.clone();
     changed_input[1].2 = "bc".repeat(32);
-    assert_ne!(cache_key(&base, &changed_input), key);
+    assert_ne!(cache_key(&base, 7, &changed_input), key);
+    assert_ne!(
+        cache_key(&base, 8, &inputs),
+        key,
+        "the seed draws the splits"
+    );
 
     // Every leaf of the section, perturbed one at a time, gives a new key.
     fn leaves(v: &serde_json::Value, path: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
@@ -342,7 +347,7 @@ fn cache_key_changes_with_every_preprocessing_field_and_nothing_else() {
         };
         let cfg: PreprocessSection =
             serde_json::from_value(changed).unwrap_or_else(|e| panic!("{path:?}: {e}"));
-        let k = cache_key(&cfg, &inputs);
+        let k = cache_key(&cfg, 7, &inputs);
         assert!(seen.insert(k), "changing {path:?} did not change the key");
     }
 }
@@ -355,7 +360,7 @@ fn slices_carry_context_channels_and_assemble_back_exactly() {
     let refs: Vec<&Volume> = vols.iter().collect();
     for axis in [SliceAxis::Axial, SliceAxis::Coronal, SliceAxis::Sagittal] {
         let slices = cut_slices(&refs, &mask, axis, 0.2, 1).unwrap();
-        let a = medsynth::preprocess::voxel_axis(axis);
+        let a = medsynth::preprocess::voxel_axis(&vols[0].geometry, axis);
         assert!(
             !slices.is_empty() && slices.len() < vols[0].geometry.shape[a],
             "{axis:?}: the filter keeps some, not all"
@@ -464,4 +469,97 @@ fn subjects_are_discovered_with_present_and_missing_modalities() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("input.series.any matches 4 series"), "{e}");
+}
+
+/// The whole chain of one subject (reorient, onto the reference grid, foreground crop, pad to
+/// the slice size, z-score) inverts exactly inside the kept box, for every modality, even one
+/// stored in another orientation.
+#[test]
+fn a_prepared_subject_inverts_back_onto_each_original_grid() {
+    use medsynth::preprocess::{Reorient, prepare};
+    use medsynth::spec::{NormalizeConfig, NormalizeMethod, PreprocessSection, SliceAxis};
+    let (_, vols, _) = common::phantom_contrasts([40, 48, 36], 4.0, 5);
+    let (lps, _) = Reorient::new("LPI").unwrap().apply(&vols[2]).unwrap();
+    let originals: std::collections::BTreeMap<String, Volume> =
+        [("t1".to_owned(), vols[0].clone()), ("t2".to_owned(), lps)].into();
+    let section = PreprocessSection {
+        size: Some([56, 44]),
+        crop_margin_vox: 1,
+        normalize: NormalizeConfig {
+            method: NormalizeMethod::Zscore,
+            ..NormalizeConfig::default()
+        },
+        ..PreprocessSection::default()
+    };
+    let order = ["t1".to_owned(), "t2".to_owned()];
+    let p = prepare(&section, originals.clone(), None, &order, SliceAxis::Axial).unwrap();
+    // Axial slices are 56 rows (y) by 44 columns (x); every modality on one RAS grid.
+    assert_eq!(p.grid.shape[..2], [44, 56]);
+    assert_eq!(p.grid.orientation(), "RAS");
+    for (name, (v, record)) in &p.modalities {
+        assert_eq!(v.geometry, p.grid);
+        let back = record.invert_all(v.clone()).unwrap();
+        let original = &originals[name];
+        assert_eq!(back.geometry, original.geometry, "{name}");
+        let (lo, hi) = original.value_range().unwrap();
+        let mut compared = 0;
+        for (x, y) in original.data.iter().zip(back.data.iter()) {
+            // Outside the kept box voxels come back as the fill value (0 before z-scoring).
+            if *y != 0.0 {
+                assert!((x - y).abs() <= 1e-4 * (hi - lo), "{name}: {x} vs {y}");
+                compared += 1;
+            }
+        }
+        assert!(
+            compared > original.data.len() / 4,
+            "{name}: {compared} voxels kept"
+        );
+    }
+    // With resampling to 3 mm, the interior comes back exactly as resampling there and back
+    // alone brings it (whose own tolerance the test above states): the other steps add nothing.
+    let section = PreprocessSection {
+        spacing_mm: Some([3.0, 3.0, 3.0]),
+        ..section
+    };
+    let p = prepare(&section, originals.clone(), None, &order, SliceAxis::Axial).unwrap();
+    for (name, (v, record)) in &p.modalities {
+        let back = record.invert_all(v.clone()).unwrap();
+        let original = &originals[name];
+        let (lo, hi) = original.value_range().unwrap();
+        // Resampling alone, in RAS (where the reference grid is), then back.
+        let (ras, to_ras) = Reorient::new("RAS").unwrap().apply(original).unwrap();
+        let (there, applied) = medsynth::preprocess::Resample {
+            spacing_mm: [3.0; 3],
+            interpolation: medsynth::preprocess::Interpolation::Linear,
+        }
+        .apply(&ras)
+        .unwrap();
+        let reference = to_ras.invert(applied.invert(there).unwrap()).unwrap();
+        // The interior: kept voxels at least two voxels from the edge of the kept box, where
+        // the second interpolation never reaches the fill outside it.
+        let kept = back.data.index_axis(ndarray::Axis(3), 0).mapv(|y| y != 0.0);
+        let sh = kept.shape().to_vec();
+        let interior = |i: usize, j: usize, k: usize| {
+            (0..3).all(|a| {
+                (-2i64..=2).all(|d| {
+                    let mut at = [i as i64, j as i64, k as i64];
+                    at[a] += d;
+                    (0..3).all(|b| at[b] >= 0 && at[b] < sh[b] as i64)
+                        && kept[[at[0] as usize, at[1] as usize, at[2] as usize]]
+                })
+            })
+        };
+        let mut n = 0;
+        for ((i, j, k, t), x) in reference.data.indexed_iter() {
+            if interior(i, j, k) {
+                let y = back.data[[i, j, k, t]];
+                assert!(
+                    (x - y).abs() <= 1e-4 * (hi - lo),
+                    "{name} at {i},{j},{k}: {x} vs {y}"
+                );
+                n += 1;
+            }
+        }
+        assert!(n > original.data.len() / 4, "{name}: {n} interior voxels");
+    }
 }

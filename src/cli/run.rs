@@ -39,5 +39,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let plan = pipeline::plan(file, &args.file, &args.root)?;
     tracing::info!(run = %plan.run_dir.display(), stages = ?plan.stages, "planned");
+    let outcome = pipeline::execute(plan, &args.root)?;
+    super::print_stdout(&format!("{outcome}\n"))?;
     Ok(ExitCode::SUCCESS)
 }

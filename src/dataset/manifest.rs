@@ -8,7 +8,7 @@ use super::StoreError;
 use crate::volume::AtomicFile;
 
 /// One slice of the store.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ManifestRow {
     pub subject: String,
     pub split: String,
@@ -78,4 +78,60 @@ pub fn write_parquet(path: &Path, df: &mut DataFrame) -> Result<(), StoreError> 
         .finish(df)
         .map_err(|e| err(Box::new(e)))?;
     file.commit().map_err(|e| err(Box::new(e)))
+}
+
+/// Reads a manifest written by [`write_manifest`].
+pub fn read_manifest(path: &Path) -> Result<Vec<ManifestRow>, StoreError> {
+    let bad = |what: String| StoreError::Invalid {
+        path: path.to_owned(),
+        what,
+    };
+    let file = std::fs::File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
+    let df = ParquetReader::new(file)
+        .finish()
+        .map_err(|e| bad(format!("not a readable parquet file: {e}")))?;
+    let text = |name: &str| -> Result<Vec<String>, StoreError> {
+        let c = df
+            .column(name)
+            .and_then(|c| c.str().cloned())
+            .map_err(|e| bad(format!("column {name}: {e}")))?;
+        Ok(c.iter().map(|v| v.unwrap_or_default().to_owned()).collect())
+    };
+    let uint = |name: &str| -> Result<Vec<u32>, StoreError> {
+        let c = df
+            .column(name)
+            .and_then(|c| c.u32().cloned())
+            .map_err(|e| bad(format!("column {name}: {e}")))?;
+        Ok(c.iter().map(|v| v.unwrap_or_default()).collect())
+    };
+    let position: Vec<f64> = df
+        .column("world_position_mm")
+        .and_then(|c| c.f64().cloned())
+        .map_err(|e| bad(format!("column world_position_mm: {e}")))?
+        .iter()
+        .map(|v| v.unwrap_or(f64::NAN))
+        .collect();
+    let (subject, split, axis) = (text("subject")?, text("split")?, text("axis")?);
+    let (shard, real, missing) = (
+        text("shard")?,
+        text("channels_real")?,
+        text("channels_missing")?,
+    );
+    let (sha, record) = (text("source_sha256")?, text("record")?);
+    let (index, row) = (uint("slice_index")?, uint("row")?);
+    Ok((0..df.height())
+        .map(|i| ManifestRow {
+            subject: subject[i].clone(),
+            split: split[i].clone(),
+            axis: axis[i].clone(),
+            slice_index: index[i],
+            world_position_mm: position[i],
+            shard: shard[i].clone(),
+            row: row[i],
+            channels_real: real[i].clone(),
+            channels_missing: missing[i].clone(),
+            source_sha256: sha[i].clone(),
+            record: record[i].clone(),
+        })
+        .collect())
 }

@@ -2,10 +2,12 @@
 //! `manifest.parquet` with one row per slice (subject, split, axis, index, world position,
 //! which channels are real or missing, source digests, the preprocessing record).
 
+mod loader;
 mod manifest;
 mod safetensors;
 
-pub use manifest::{ManifestRow, write_manifest, write_parquet};
+pub use loader::{Batch, Loader, SliceSet, augment};
+pub use manifest::{ManifestRow, read_manifest, write_manifest, write_parquet};
 pub use safetensors::{read_shard, write_shard};
 
 use std::path::PathBuf;

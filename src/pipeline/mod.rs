@@ -5,10 +5,18 @@
 //! the first voxel is read, and a stage this build does not provide yet stops the run with an
 //! error that names it.
 
+mod context;
+mod input;
+mod preprocess;
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::spec::{InputFormat, PipelineFile};
+pub use context::{Run, now_rfc3339, sha256_file};
+pub use input::{Skip, Subjects};
+pub use preprocess::{Store, channel_names};
+
+use crate::spec::PipelineFile;
 
 /// A stage of a run, in execution order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -59,14 +67,12 @@ pub fn stages(file: &PipelineFile) -> Vec<Stage> {
 /// Whether this build can run `stage` as `file` configures it; `Err` says why not.
 fn available(stage: Stage, file: &PipelineFile) -> Result<(), &'static str> {
     match stage {
-        Stage::Input if file.input.format == InputFormat::Phantom => Ok(()),
-        Stage::Input => Err(
-            "discovering subjects from [input] (globs, templates, series matching) arrives with the preprocessing stage",
-        ),
-        Stage::Preprocess => Err("preprocessing and the slice store are not built yet"),
+        Stage::Input | Stage::Preprocess => Ok(()),
         Stage::Train => Err("training arrives with the diffusion and GAN models"),
         Stage::Synthesize => Err("synthesis arrives with the diffusion and GAN models"),
         Stage::Evaluate => Err("metrics arrive with the evaluation stage"),
+        // Without a model, the output stage writes the preprocessed volumes.
+        Stage::Output if file.model.is_none() => Ok(()),
         Stage::Output => Err("exports and reports arrive with the evaluation stage"),
     }
 }
@@ -80,6 +86,32 @@ pub enum RunError {
         file: PathBuf,
         missing: Vec<(Stage, &'static str)>,
     },
+    /// A stage failed; what it finished before is kept and a re-run resumes.
+    #[error("stage [{stage}]: {path}")]
+    Failed {
+        stage: Stage,
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A stage had nothing to work on.
+    #[error("stage [{stage}]: {what}")]
+    Nothing { stage: Stage, what: String },
+}
+
+impl RunError {
+    /// A failure of `stage` on `path` (a file, folder or the pipeline file).
+    pub fn failed(
+        stage: Stage,
+        path: &Path,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        RunError::Failed {
+            stage,
+            path: path.to_owned(),
+            source: source.into(),
+        }
+    }
 }
 
 fn describe(missing: &[(Stage, &'static str)]) -> String {
@@ -124,5 +156,65 @@ pub fn plan(file: PipelineFile, source: &Path, root: &Path) -> Result<Plan, RunE
         source: source.to_owned(),
         run_dir,
         stages,
+    })
+}
+
+/// What a run did, for the summary it prints.
+#[derive(Debug)]
+pub struct Outcome {
+    pub run_dir: PathBuf,
+    pub store: Store,
+    pub skipped: Vec<Skip>,
+    pub provenance: PathBuf,
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "run folder   {}", self.run_dir.display())?;
+        writeln!(
+            f,
+            "slice store  {} ({}{})",
+            self.store.dir.display(),
+            if self.store.reused { "reused, " } else { "" },
+            self.store.channels.join(", ")
+        )?;
+        writeln!(f, "{:<8} {:>8} {:>8}", "split", "subjects", "slices")?;
+        for (split, (subjects, slices)) in preprocess::counts(&self.store.rows) {
+            writeln!(f, "{split:<8} {subjects:>8} {slices:>8}")?;
+        }
+        if self.skipped.is_empty() {
+            writeln!(f, "skipped      none")?;
+        } else {
+            writeln!(f, "skipped      {} subject(s):", self.skipped.len())?;
+            for s in &self.skipped {
+                writeln!(f, "  {} [{}]: {}", s.subject, s.stage, s.reason)?;
+            }
+        }
+        write!(f, "provenance   {}", self.provenance.display())
+    }
+}
+
+/// Runs every stage of a plan, in order, resolving relative paths against `root`.
+pub fn execute(plan: Plan, root: &Path) -> Result<Outcome, RunError> {
+    let mut run = Run::new(plan, root);
+    let spec_copy = run.dir().join("pipeline.toml");
+    let started = now_rfc3339();
+    let text = toml::to_string(&run.plan.file)
+        .map_err(|e| RunError::failed(Stage::Input, &spec_copy, e))?;
+    crate::volume::AtomicFile::write(&spec_copy, text.as_bytes())
+        .map_err(|e| RunError::failed(Stage::Input, &spec_copy, e))?;
+    let row = run.row(Stage::Input, "pipeline", &spec_copy, "", &started)?;
+    run.record(row);
+
+    let subjects = input::run(&mut run)?;
+    let mut skipped = subjects.skipped.clone();
+    run.save_provenance()?;
+    let store = preprocess::run(&mut run, &subjects, &mut skipped)?;
+    let provenance = run.save_provenance()?;
+    Ok(Outcome {
+        run_dir: run.dir().to_owned(),
+        store,
+        skipped,
+        provenance,
     })
 }

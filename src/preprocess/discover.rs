@@ -6,6 +6,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use sha2::{Digest, Sha256};
+
 use super::PreprocessError;
 use crate::spec::SeriesMatch;
 use crate::volume::dicom::{self, Series};
@@ -17,6 +19,54 @@ pub enum ModalitySource {
     File(PathBuf),
     /// A DICOM series.
     Series(Box<Series>),
+}
+
+impl ModalitySource {
+    /// SHA-256 (hex) of the source as the readers record it: of the file, or for a DICOM
+    /// series of its files' sorted digests.
+    pub fn digest(&self) -> std::io::Result<String> {
+        match self {
+            ModalitySource::File(path) => file_digest(path).map(|d| crate::volume::hex(&d)),
+            ModalitySource::Series(series) => {
+                let mut digests = series
+                    .slices
+                    .iter()
+                    .map(|s| file_digest(&s.path))
+                    .collect::<std::io::Result<Vec<_>>>()?;
+                digests.sort();
+                digests.dedup();
+                let mut h = Sha256::new();
+                for d in &digests {
+                    h.update(d);
+                }
+                Ok(crate::volume::hex(&h.finalize()))
+            }
+        }
+    }
+
+    /// The file or series folder, for messages and provenance.
+    pub fn path(&self) -> PathBuf {
+        match self {
+            ModalitySource::File(path) => path.clone(),
+            ModalitySource::Series(series) => series.folder(),
+        }
+    }
+
+    /// Reads the volume.
+    pub fn read(&self) -> Result<crate::volume::Volume, crate::volume::VolumeError> {
+        match self {
+            ModalitySource::File(path) => Ok(crate::volume::nifti::read(path)?),
+            ModalitySource::Series(series) => Ok(dicom::read_series(series)?),
+        }
+    }
+}
+
+/// SHA-256 of a file's bytes, streamed.
+pub fn file_digest(path: &Path) -> std::io::Result<[u8; 32]> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h)?;
+    Ok(h.finalize().into())
 }
 
 /// One subject's inputs.

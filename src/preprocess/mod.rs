@@ -18,6 +18,7 @@
 mod crop;
 mod discover;
 mod normalize;
+mod prepare;
 mod record;
 mod reorient;
 mod resample;
@@ -25,10 +26,15 @@ mod slice;
 mod split;
 
 pub use crop::{CropPad, foreground_box};
-pub use discover::{ModalitySource, SubjectInputs, dicom_subjects, glob_match, nifti_subjects};
+pub use discover::{
+    ModalitySource, SubjectInputs, dicom_subjects, file_digest, glob_match, nifti_subjects,
+};
 pub use normalize::Normalize;
+pub use prepare::{
+    FOREGROUND_FRACTION, LABEL, Prepared, SubjectRecord, prepare, same_grid, slice_shape,
+};
 pub use record::{Applied, PreprocessError, Record};
 pub use reorient::Reorient;
 pub use resample::{Interpolation, Resample, resample_onto};
 pub use slice::{Slice, assemble, cut as cut_slices, voxel_axis};
-pub use split::{assign as assign_splits, cache_key};
+pub use split::{assign as assign_splits, cache_key, read_list as read_split_list};

@@ -1,20 +1,26 @@
 //! Cutting a subject's co-registered volumes into 2-D slices for the models, and putting
 //! slices back into a volume. Volumes are expected in RAS order (reorient first), so the axes
-//! mean: axial cuts along k, coronal along j, sagittal along i.
+//! mean: axial cuts along k, coronal along j, sagittal along i (for other orientations, the
+//! axis pointing along S/I, A/P or R/L).
 
 use ndarray::{Array3, Array4, Axis, s};
 
 use super::PreprocessError;
 use crate::spec::SliceAxis;
-use crate::volume::Volume;
+use crate::volume::{Geometry, Volume, orientation_axis};
 
-/// The voxel axis an anatomical slice axis cuts along (in RAS order).
-pub fn voxel_axis(axis: SliceAxis) -> usize {
-    match axis {
+/// The voxel axis of `grid` that an anatomical slice axis cuts along: the one pointing most
+/// along S/I for axial, A/P for coronal, R/L for sagittal.
+pub fn voxel_axis(grid: &Geometry, axis: SliceAxis) -> usize {
+    let world = match axis {
         SliceAxis::Sagittal => 0,
         SliceAxis::Coronal => 1,
         SliceAxis::Axial => 2,
-    }
+    };
+    grid.orientation()
+        .chars()
+        .position(|c| orientation_axis(c).is_some_and(|(w, _)| w == world))
+        .unwrap_or(world)
 }
 
 /// One kept slice.
@@ -67,7 +73,7 @@ pub fn cut(
             ),
         });
     }
-    let a = voxel_axis(axis);
+    let a = voxel_axis(&grid, axis);
     let n = grid.shape[a];
     let mut out = Vec::new();
     for index in 0..n {
@@ -116,7 +122,7 @@ pub fn assemble(
     axis: SliceAxis,
     fill: f32,
 ) -> Result<Volume, PreprocessError> {
-    let a = voxel_axis(axis);
+    let a = voxel_axis(&like.geometry, axis);
     let shape = like.geometry.shape;
     let mut data = Array4::from_elem((shape[0], shape[1], shape[2], 1), fill);
     for sl in slices {

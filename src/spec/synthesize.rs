@@ -18,6 +18,18 @@ pub enum SplitName {
     All,
 }
 
+impl SplitName {
+    /// The name as written in pipeline files and manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SplitName::Train => "train",
+            SplitName::Val => "val",
+            SplitName::Test => "test",
+            SplitName::All => "all",
+        }
+    }
+}
+
 /// Diffusion sampler.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]

@@ -51,6 +51,13 @@ impl AtomicFile {
         &self.temp
     }
 
+    /// Writes `bytes` to `target` atomically (creating its folder).
+    pub fn write(target: &Path, bytes: &[u8]) -> io::Result<()> {
+        let file = Self::new(target)?;
+        std::fs::write(file.temp(), bytes)?;
+        file.commit()
+    }
+
     /// Moves the written temporary file over the target.
     pub fn commit(mut self) -> io::Result<()> {
         fs::rename(&self.temp, &self.target)?;

@@ -1,0 +1,132 @@
+//! What every stage of a run shares: the plan, the run root, the settings hash and the
+//! provenance rows collected so far (written after each stage, so an interrupted run keeps
+//! the record of what it finished).
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::{Plan, RunError, Stage};
+use crate::provenance::{self, ProvenanceRow};
+use crate::volume::hex;
+
+/// A run in progress.
+#[derive(Debug)]
+pub struct Run {
+    pub plan: Plan,
+    /// Relative paths in the pipeline file are resolved against this.
+    pub root: PathBuf,
+    /// SHA-256 of the resolved pipeline file (every section, defaults filled in).
+    pub config_hash: String,
+    provenance: Vec<ProvenanceRow>,
+}
+
+/// The current time as RFC 3339 UTC, to the second.
+pub fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// SHA-256 (hex) of a file.
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    crate::preprocess::file_digest(path).map(|d| hex(&d))
+}
+
+impl Run {
+    pub fn new(plan: Plan, root: &Path) -> Self {
+        let resolved = toml::to_string(&plan.file).unwrap_or_default();
+        let config_hash = hex(&Sha256::digest(resolved.as_bytes()));
+        Run {
+            plan,
+            root: root.to_owned(),
+            config_hash,
+            provenance: Vec::new(),
+        }
+    }
+
+    /// The run folder.
+    pub fn dir(&self) -> &Path {
+        &self.plan.run_dir
+    }
+
+    /// A path of the pipeline file resolved against the run root.
+    pub fn resolve(&self, relative: &str) -> PathBuf {
+        self.root.join(relative)
+    }
+
+    /// How an artifact is named in provenance: relative to the run folder when inside it,
+    /// else as resolved against the run root.
+    pub fn artifact_name(&self, path: &Path) -> String {
+        path.strip_prefix(self.dir())
+            .unwrap_or(path)
+            .to_string_lossy()
+            .replace('\\', "/")
+    }
+
+    /// A provenance row for a written file, filled with the run-wide columns.
+    pub fn row(
+        &self,
+        stage: Stage,
+        kind: &str,
+        path: &Path,
+        subject: &str,
+        started: &str,
+    ) -> Result<ProvenanceRow, RunError> {
+        let sha256 = sha256_file(path).map_err(|e| RunError::failed(stage, path, e))?;
+        Ok(ProvenanceRow {
+            artifact: self.artifact_name(path),
+            sha256,
+            kind: kind.to_owned(),
+            subject: subject.to_owned(),
+            stage: stage.to_string(),
+            config_hash: self.config_hash.clone(),
+            seed: self.plan.file.pipeline.seed,
+            medsynth_version: crate::VERSION.to_owned(),
+            git_commit: option_env!("MEDSYNTH_GIT_COMMIT")
+                .unwrap_or_default()
+                .to_owned(),
+            started: started.to_owned(),
+            finished: now_rfc3339(),
+            ..ProvenanceRow::default()
+        })
+    }
+
+    /// Keeps a row; a later row for the same artifact replaces it.
+    pub fn record(&mut self, row: ProvenanceRow) {
+        self.provenance.retain(|r| r.artifact != row.artifact);
+        self.provenance.push(row);
+    }
+
+    /// Writes `provenance.parquet` with every row so far, and a row for itself is not kept
+    /// (a file cannot list its own digest).
+    pub fn save_provenance(&self) -> Result<PathBuf, RunError> {
+        let path = self.dir().join("provenance.parquet");
+        provenance::write(&path, &self.provenance)
+            .map_err(|e| RunError::failed(Stage::Output, &path, e))?;
+        Ok(path)
+    }
+
+    /// The rows so far.
+    pub fn provenance(&self) -> &[ProvenanceRow] {
+        &self.provenance
+    }
+}

@@ -1,0 +1,210 @@
+//! The input stage: phantom subjects generated into the run folder, or subjects discovered
+//! under `input.root`; subjects that lack a required modality or label are set aside with the
+//! reason, and the rest go on.
+
+use std::path::{Path, PathBuf};
+
+use super::context::{Run, now_rfc3339};
+use super::{RunError, Stage};
+use crate::phantom::{self, PhantomConfig, PhantomFormat};
+use crate::preprocess::{SubjectInputs, dicom_subjects, nifti_subjects};
+use crate::spec::{InputFormat, PHANTOM_MODALITIES, Task};
+
+/// A subject left out of the run, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skip {
+    pub subject: String,
+    pub stage: Stage,
+    pub reason: String,
+}
+
+/// The subjects the input stage found.
+#[derive(Debug, Default)]
+pub struct Subjects {
+    pub usable: Vec<SubjectInputs>,
+    pub skipped: Vec<Skip>,
+}
+
+/// The modalities a subject must have: `input.required`, else the model's inputs for tasks
+/// that need all of them (translation).
+fn required(run: &Run) -> Vec<String> {
+    let file = &run.plan.file;
+    if let Some(r) = &file.input.required {
+        return r.clone();
+    }
+    match &file.model {
+        Some(m) if m.task == Task::Translation => m.inputs.clone(),
+        _ => Vec::new(),
+    }
+}
+
+/// Generates the phantom cohort into `<run>/phantom` unless a previous run of the same
+/// settings already finished it.
+fn phantom_inputs(run: &mut Run) -> Result<PathBuf, RunError> {
+    let started = now_rfc3339();
+    let input = run.plan.file.input.phantom.clone().unwrap_or_default();
+    let dir = run.dir().join("phantom");
+    let cfg = PhantomConfig {
+        shape: input.shape.map(|n| n as usize),
+        spacing_mm: input.spacing_mm,
+        seed: run.plan.file.pipeline.seed,
+        tumour_fraction: input.tumour_fraction,
+    };
+    let marker = dir.join(".complete");
+    let settings = format!("{cfg:?} subjects={}", input.subjects);
+    let files: Vec<PathBuf> = if std::fs::read_to_string(&marker).is_ok_and(|s| s == settings) {
+        tracing::info!(folder = %dir.display(), "phantom subjects already generated; reusing them");
+        (0..input.subjects as usize)
+            .flat_map(|i| {
+                let folder = dir.join(phantom::subject_id(i));
+                PHANTOM_MODALITIES
+                    .iter()
+                    .map(|m| format!("{m}.nii.gz"))
+                    .chain(["seg.nii.gz".to_owned()])
+                    .map(move |f| folder.join(f))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    } else {
+        tracing::info!(subjects = input.subjects, shape = ?cfg.shape, spacing_mm = cfg.spacing_mm, "generating phantom subjects");
+        let files = phantom::write_cohort(
+            &cfg,
+            input.subjects as usize,
+            &dir,
+            PhantomFormat::Nifti,
+            false,
+        )
+        .map_err(|e| RunError::failed(Stage::Input, &dir, e))?;
+        crate::volume::AtomicFile::write(&marker, settings.as_bytes())
+            .map_err(|e| RunError::failed(Stage::Input, &marker, e))?;
+        files
+    };
+    for path in files {
+        let subject = path
+            .parent()
+            .and_then(Path::file_name)
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut row = run.row(Stage::Input, "phantom-volume", &path, &subject, &started)?;
+        row.sources = format!("medsynth phantom seed {}", cfg.seed);
+        run.record(row);
+    }
+    Ok(dir)
+}
+
+/// Runs the input stage.
+pub fn run(run: &mut Run) -> Result<Subjects, RunError> {
+    let file = run.plan.file.clone();
+    let input = &file.input;
+    let found = match input.format {
+        InputFormat::Phantom => {
+            let dir = phantom_inputs(run)?;
+            let templates = PHANTOM_MODALITIES
+                .iter()
+                .map(|m| (m.to_string(), format!("{{subject}}/{m}.nii.gz")))
+                .collect();
+            nifti_subjects(&dir, "sub-*", &templates, Some("{subject}/seg.nii.gz"))
+                .map_err(|e| RunError::failed(Stage::Input, &dir, e))?
+        }
+        InputFormat::Nifti | InputFormat::Dicom => {
+            let root = run.resolve(input.root.as_deref().unwrap_or("."));
+            let found = if input.format == InputFormat::Nifti {
+                nifti_subjects(
+                    &root,
+                    &input.subject_glob,
+                    &input.modalities,
+                    input.label.as_deref(),
+                )
+            } else {
+                dicom_subjects(&root, &input.subject_glob, &input.series)
+            };
+            found.map_err(|e| RunError::failed(Stage::Input, &root, e))?
+        }
+    };
+    let required = required(run);
+    let needs_label = file
+        .model
+        .as_ref()
+        .is_some_and(|m| m.task == Task::LabelToImage);
+    let root = run.resolve(input.root.as_deref().unwrap_or("."));
+    let mut out = Subjects::default();
+    for subject in found {
+        let expected = |name: &str| -> String {
+            match (input.format, input.modalities.get(name)) {
+                (InputFormat::Nifti, Some(t)) => format!(
+                    " (expected {})",
+                    root.join(t.replace("{subject}", &subject.id)).display()
+                ),
+                (InputFormat::Dicom, Some(_)) | (_, None) => match input.series.get(name) {
+                    Some(m) => format!(
+                        " (no series matched modality {:?}, description {:?})",
+                        m.modality.as_deref().unwrap_or("any"),
+                        m.description.as_deref().unwrap_or("any")
+                    ),
+                    None => String::new(),
+                },
+                _ => String::new(),
+            }
+        };
+        let lacking: Vec<String> = required
+            .iter()
+            .filter(|m| subject.missing.contains(m))
+            .map(|m| format!("{m}{}", expected(m)))
+            .collect();
+        let reason = if !lacking.is_empty() {
+            Some(format!("missing required {}", lacking.join(", ")))
+        } else if subject.modalities.is_empty() {
+            Some("has none of the pipeline's modalities".to_owned())
+        } else if needs_label && subject.label.is_none() {
+            Some(format!(
+                "missing the label{} that label-to-image needs",
+                input
+                    .label
+                    .as_ref()
+                    .map(|t| format!(
+                        " ({})",
+                        root.join(t.replace("{subject}", &subject.id)).display()
+                    ))
+                    .unwrap_or_default()
+            ))
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => {
+                tracing::warn!(subject = %subject.id, "skipped: {reason}");
+                out.skipped.push(Skip {
+                    subject: subject.id,
+                    stage: Stage::Input,
+                    reason,
+                });
+            }
+            None => {
+                if !subject.missing.is_empty() {
+                    tracing::info!(subject = %subject.id, missing = ?subject.missing, "subject has missing modalities");
+                }
+                out.usable.push(subject);
+            }
+        }
+    }
+    if out.usable.is_empty() {
+        return Err(RunError::Nothing {
+            stage: Stage::Input,
+            what: format!(
+                "no usable subject ({} skipped: {})",
+                out.skipped.len(),
+                out.skipped
+                    .iter()
+                    .map(|s| format!("{}: {}", s.subject, s.reason))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        });
+    }
+    tracing::info!(
+        usable = out.usable.len(),
+        skipped = out.skipped.len(),
+        "subjects found"
+    );
+    Ok(out)
+}

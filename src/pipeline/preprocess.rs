@@ -1,0 +1,615 @@
+//! The preprocess stage: every usable subject through [`prepare`], cut into slices, written
+//! to the content-addressed slice store (one safetensors shard and one row file per subject,
+//! then `manifest.parquet` last). A store whose manifest exists is complete and is reused; a
+//! store left half-written by an interrupted run is resumed subject by subject.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use ndarray::{Array4, Axis};
+use rayon::prelude::*;
+
+use super::context::{Run, now_rfc3339, sha256_file};
+use super::input::{Skip, Subjects};
+use super::{RunError, Stage};
+use crate::dataset::{ManifestRow, read_manifest, write_manifest, write_shard};
+use crate::preprocess::{
+    LABEL, Prepared, SubjectInputs, assign_splits, cache_key, cut_slices, prepare, read_split_list,
+    voxel_axis,
+};
+use crate::spec::{SliceAxis, SplitName, WriteFormat};
+use crate::volume::{AtomicFile, Volume, dicom, write_nifti};
+
+/// The slice store a run reads.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub dir: PathBuf,
+    pub key: String,
+    /// Channel names of every shard, in order.
+    pub channels: Vec<String>,
+    pub rows: Vec<ManifestRow>,
+    /// Whether a complete store from an earlier run was used as it was.
+    pub reused: bool,
+}
+
+impl Store {
+    /// The manifest's path.
+    pub fn manifest(&self) -> PathBuf {
+        self.dir.join("manifest.parquet")
+    }
+}
+
+/// The store's channel names: each modality with its context planes (`t1@-1`, `t1`,
+/// `t1@+1`), then `label` when subjects come with one.
+pub fn channel_names(modalities: &[String], context: usize, label: bool) -> Vec<String> {
+    let mut out: Vec<String> = modalities
+        .iter()
+        .flat_map(|m| {
+            (-(context as i64)..=context as i64).map(move |d| match d {
+                0 => m.clone(),
+                d => format!("{m}@{d:+}"),
+            })
+        })
+        .collect();
+    if label {
+        out.push(LABEL.to_owned());
+    }
+    out
+}
+
+fn axis_name(axis: SliceAxis) -> &'static str {
+    match axis {
+        SliceAxis::Axial => "axial",
+        SliceAxis::Coronal => "coronal",
+        SliceAxis::Sagittal => "sagittal",
+    }
+}
+
+/// What one subject produced.
+struct Done {
+    rows: Vec<ManifestRow>,
+    shard: PathBuf,
+    sources: Vec<PathBuf>,
+    exported: Vec<PathBuf>,
+}
+
+/// One input's identity for the store key: (subject, modality, SHA-256).
+type Input = (String, String, String);
+
+/// A subject and what its work gave: its results, or why it was skipped.
+type Outcome = (String, Result<Done, String>);
+
+/// Settings every subject's work shares.
+struct Job<'a> {
+    run: &'a Run,
+    dir: &'a Path,
+    modalities: &'a [String],
+    channels: &'a [String],
+    has_label: bool,
+    /// Where preprocessed volumes are written (runs without a model), and in which formats.
+    export: Option<(PathBuf, Vec<WriteFormat>)>,
+}
+
+impl Job<'_> {
+    fn shard(&self, id: &str) -> PathBuf {
+        self.dir.join("shards").join(format!("{id}.safetensors"))
+    }
+
+    fn rows_file(&self, id: &str) -> PathBuf {
+        self.dir.join("subjects").join(format!("{id}.json"))
+    }
+
+    fn exports(&self, id: &str, names: impl Iterator<Item = String>) -> Vec<PathBuf> {
+        let Some((dir, formats)) = &self.export else {
+            return Vec::new();
+        };
+        names
+            .flat_map(|m| {
+                formats.iter().filter_map(move |f| match f {
+                    WriteFormat::Nifti => Some(dir.join(id).join(format!("{m}.nii.gz"))),
+                    WriteFormat::Dicom if m != LABEL => Some(dir.join(id).join(&m)),
+                    _ => None,
+                })
+            })
+            .collect()
+    }
+
+    /// The subject's results from an earlier, interrupted run, if all of them are there.
+    fn resume(&self, subject: &SubjectInputs) -> Option<Done> {
+        let text = std::fs::read_to_string(self.rows_file(&subject.id)).ok()?;
+        let rows: Vec<ManifestRow> = serde_json::from_str(&text).ok()?;
+        let shard = self.shard(&subject.id);
+        let exported = self.exports(&subject.id, volume_names(subject).into_iter());
+        (shard.is_file() && exported.iter().all(|p| p.exists())).then(|| Done {
+            rows,
+            shard,
+            sources: sources(subject),
+            exported,
+        })
+    }
+
+    fn work(&self, subject: &SubjectInputs, split: SplitName) -> Result<Done, String> {
+        let file = &self.run.plan.file;
+        let section = &file.preprocess;
+        let mut volumes = BTreeMap::new();
+        for (name, source) in &subject.modalities {
+            let v = source.read().map_err(|e| format!("{name}: {e}"))?;
+            volumes.insert(name.clone(), v);
+        }
+        let label = match &subject.label {
+            Some(path) => {
+                Some(crate::volume::nifti::read(path).map_err(|e| format!("label: {e}"))?)
+            }
+            None => None,
+        };
+        let digests: Vec<String> = self
+            .modalities
+            .iter()
+            .filter_map(|m| volumes.get(m).map(|v: &Volume| v.source.sha256.clone()))
+            .chain(label.iter().map(|l| l.source.sha256.clone()))
+            .collect();
+        let prepared = prepare(
+            section,
+            volumes,
+            label,
+            self.modalities,
+            section.slices.axis,
+        )
+        .map_err(|e| e.to_string())?;
+        let exported = self.export(subject, &prepared)?;
+        let rows = self.write_slices(subject, split, &prepared, &digests)?;
+        let rows_file = self.rows_file(&subject.id);
+        let text = serde_json::to_vec(&rows).map_err(|e| e.to_string())?;
+        AtomicFile::write(&rows_file, &text)
+            .map_err(|e| format!("cannot write {}: {e}", rows_file.display()))?;
+        Ok(Done {
+            rows,
+            shard: self.shard(&subject.id),
+            sources: sources(subject),
+            exported,
+        })
+    }
+
+    fn write_slices(
+        &self,
+        subject: &SubjectInputs,
+        split: SplitName,
+        prepared: &Prepared,
+        digests: &[String],
+    ) -> Result<Vec<ManifestRow>, String> {
+        let section = &self.run.plan.file.preprocess;
+        let slicing = &section.slices;
+        let grid = prepared.grid;
+        let zeros = Volume {
+            data: Array4::zeros((grid.shape[0], grid.shape[1], grid.shape[2], 1)),
+            geometry: grid,
+            source: Default::default(),
+            meta: Default::default(),
+        };
+        let channels: Vec<&Volume> = self
+            .modalities
+            .iter()
+            .map(|m| prepared.modalities.get(m).map(|(v, _)| v).unwrap_or(&zeros))
+            .collect();
+        let context = slicing.context as usize;
+        let slices = cut_slices(
+            &channels,
+            &prepared.mask,
+            slicing.axis,
+            slicing.min_foreground,
+            context,
+        )
+        .map_err(|e| e.to_string())?;
+        if slices.is_empty() {
+            return Err(format!(
+                "no {} slice has at least {} foreground (preprocess.slices.min_foreground)",
+                axis_name(slicing.axis),
+                slicing.min_foreground
+            ));
+        }
+        let labels = if self.has_label {
+            let l = prepared.label.as_ref().map(|(v, _)| v).unwrap_or(&zeros);
+            Some(
+                cut_slices(
+                    &[l],
+                    &prepared.mask,
+                    slicing.axis,
+                    slicing.min_foreground,
+                    0,
+                )
+                .map_err(|e| e.to_string())?,
+            )
+        } else {
+            None
+        };
+        let [_, h, w] = <[usize; 3]>::try_from(slices[0].data.shape()).map_err(|_| "bad slice")?;
+        let mut tensor = Array4::<f32>::zeros((slices.len(), self.channels.len(), h, w));
+        for (n, sl) in slices.iter().enumerate() {
+            let mut row = tensor.index_axis_mut(Axis(0), n);
+            row.slice_mut(ndarray::s![..sl.data.shape()[0], .., ..])
+                .assign(&sl.data);
+            if let Some(labels) = &labels {
+                row.index_axis_mut(Axis(0), self.channels.len() - 1)
+                    .assign(&labels[n].data.index_axis(Axis(0), 0));
+            }
+        }
+        let shard = self.shard(&subject.id);
+        let mut meta = BTreeMap::new();
+        meta.insert("subject".to_owned(), subject.id.clone());
+        meta.insert("axis".to_owned(), axis_name(slicing.axis).to_owned());
+        write_shard(&shard, &tensor, self.channels, &meta).map_err(|e| e.to_string())?;
+
+        let record = serde_json::to_string(&prepared.record()).map_err(|e| e.to_string())?;
+        let (real, missing): (Vec<&String>, Vec<&String>) = self
+            .modalities
+            .iter()
+            .partition(|m| prepared.modalities.contains_key(*m));
+        let mut real: Vec<String> = real.into_iter().cloned().collect();
+        let mut missing: Vec<String> = missing.into_iter().cloned().collect();
+        if self.has_label {
+            if prepared.label.is_some() {
+                real.push(LABEL.to_owned());
+            } else {
+                missing.push(LABEL.to_owned());
+            }
+        }
+        let cut = voxel_axis(&grid, slicing.axis);
+        let world_axis = match slicing.axis {
+            SliceAxis::Sagittal => 0,
+            SliceAxis::Coronal => 1,
+            SliceAxis::Axial => 2,
+        };
+        let shard_name = format!("shards/{}.safetensors", subject.id);
+        Ok(slices
+            .iter()
+            .enumerate()
+            .map(|(n, sl)| {
+                let mut centre = grid.shape.map(|s| (s as f64 - 1.0) / 2.0);
+                centre[cut] = sl.index as f64;
+                ManifestRow {
+                    subject: subject.id.clone(),
+                    split: split.as_str().to_owned(),
+                    axis: axis_name(slicing.axis).to_owned(),
+                    slice_index: sl.index as u32,
+                    world_position_mm: grid.affine.apply(centre)[world_axis],
+                    shard: shard_name.clone(),
+                    row: n as u32,
+                    channels_real: real.join(","),
+                    channels_missing: missing.join(","),
+                    source_sha256: digests.join(","),
+                    record: record.clone(),
+                }
+            })
+            .collect())
+    }
+
+    /// Writes the preprocessed volumes of a run without a model.
+    fn export(&self, subject: &SubjectInputs, prepared: &Prepared) -> Result<Vec<PathBuf>, String> {
+        let Some((dir, formats)) = &self.export else {
+            return Ok(Vec::new());
+        };
+        let mut written = Vec::new();
+        let volumes = prepared
+            .modalities
+            .iter()
+            .map(|(m, (v, _))| (m.as_str(), v))
+            .chain(prepared.label.iter().map(|(v, _)| (LABEL, v)));
+        for (name, v) in volumes {
+            for format in formats {
+                match format {
+                    WriteFormat::Nifti => {
+                        let path = dir.join(&subject.id).join(format!("{name}.nii.gz"));
+                        write_nifti(&path, v, &format!("medsynth preprocessed {name}"))
+                            .map_err(|e| e.to_string())?;
+                        written.push(path);
+                    }
+                    WriteFormat::Dicom if name != LABEL => {
+                        let options = dicom::WriteOptions {
+                            uid_root: self.run.plan.file.output.dicom_uid_root.clone(),
+                            description: format!("medsynth preprocessed {name}"),
+                            subject: Some(subject.id.clone()),
+                            ..Default::default()
+                        };
+                        let folder = dir.join(&subject.id).join(name);
+                        dicom::write_series(v, &folder, &options).map_err(|e| e.to_string())?;
+                        written.push(folder);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(written)
+    }
+}
+
+/// The volumes a subject has: its modalities, then `label`.
+fn volume_names(subject: &SubjectInputs) -> Vec<String> {
+    subject
+        .modalities
+        .keys()
+        .cloned()
+        .chain(subject.label.as_ref().map(|_| LABEL.to_owned()))
+        .collect()
+}
+
+fn sources(subject: &SubjectInputs) -> Vec<PathBuf> {
+    subject
+        .modalities
+        .values()
+        .map(|s| s.path())
+        .chain(subject.label.clone())
+        .collect()
+}
+
+/// Each subject's split: from `preprocess.split.list` when given (subjects it does not list
+/// are skipped), else drawn from the seed.
+fn splits(
+    run: &Run,
+    subjects: &[SubjectInputs],
+    skipped: &mut Vec<Skip>,
+) -> Result<BTreeMap<String, SplitName>, RunError> {
+    let section = &run.plan.file.preprocess.split;
+    let Some(list) = &section.list else {
+        let ids: Vec<String> = subjects.iter().map(|s| s.id.clone()).collect();
+        return Ok(assign_splits(&ids, section, run.plan.file.pipeline.seed));
+    };
+    let path = run.resolve(list);
+    let listed =
+        read_split_list(&path).map_err(|e| RunError::failed(Stage::Preprocess, &path, e))?;
+    for s in subjects {
+        if !listed.contains_key(&s.id) {
+            skipped.push(Skip {
+                subject: s.id.clone(),
+                stage: Stage::Preprocess,
+                reason: format!("not listed in preprocess.split.list {}", path.display()),
+            });
+        }
+    }
+    Ok(listed)
+}
+
+/// Runs the preprocess stage on `subjects`; subjects that fail are added to `skipped`.
+pub fn run(run: &mut Run, subjects: &Subjects, skipped: &mut Vec<Skip>) -> Result<Store, RunError> {
+    let started = now_rfc3339();
+    let file = run.plan.file.clone();
+    let section = &file.preprocess;
+
+    // The key: settings, seed, every input's digest (and the split list's).
+    let bar = progress(subjects.usable.len(), "hashing inputs");
+    let digests: Vec<Result<Vec<Input>, (String, String)>> = subjects
+        .usable
+        .par_iter()
+        .map(|s| {
+            let mut out = Vec::new();
+            for (m, src) in &s.modalities {
+                let sha = src.digest().map_err(|e| {
+                    (
+                        s.id.clone(),
+                        format!("cannot read {}: {e}", src.path().display()),
+                    )
+                })?;
+                out.push((s.id.clone(), m.clone(), sha));
+            }
+            if let Some(l) = &s.label {
+                let sha = sha256_file(l)
+                    .map_err(|e| (s.id.clone(), format!("cannot read {}: {e}", l.display())))?;
+                out.push((s.id.clone(), LABEL.to_owned(), sha));
+            }
+            bar.inc(1);
+            Ok(out)
+        })
+        .collect();
+    bar.finish_and_clear();
+    let mut inputs = Vec::new();
+    let mut unreadable = Vec::new();
+    for d in digests {
+        match d {
+            Ok(v) => inputs.extend(v),
+            Err((subject, reason)) => {
+                tracing::warn!(%subject, "skipped: {reason}");
+                unreadable.push(subject.clone());
+                skipped.push(Skip {
+                    subject,
+                    stage: Stage::Preprocess,
+                    reason,
+                });
+            }
+        }
+    }
+    if let Some(list) = &section.split.list {
+        let path = run.resolve(list);
+        let sha = sha256_file(&path).map_err(|e| RunError::failed(Stage::Preprocess, &path, e))?;
+        inputs.push((String::new(), "split-list".to_owned(), sha));
+    }
+    let key = cache_key(section, file.pipeline.seed, &inputs);
+    let dir = match &section.cache {
+        Some(cache) => run.resolve(cache).join(&key),
+        None => run.dir().join("slices").join(&key),
+    };
+    let modalities = file.declared_modalities();
+    let channels = channel_names(
+        &modalities,
+        section.slices.context as usize,
+        file.has_label(),
+    );
+
+    let usable: Vec<&SubjectInputs> = subjects
+        .usable
+        .iter()
+        .filter(|s| !unreadable.contains(&s.id))
+        .collect();
+    let owned: Vec<SubjectInputs> = usable.iter().map(|s| (*s).clone()).collect();
+    let split_of = splits(run, &owned, skipped)?;
+    let export = file.model.is_none().then(|| {
+        let formats: Vec<WriteFormat> = file
+            .output
+            .formats
+            .iter()
+            .copied()
+            .filter(|f| matches!(f, WriteFormat::Nifti | WriteFormat::Dicom))
+            .collect();
+        (run.dir().join("preprocessed"), formats)
+    });
+    let export = export.filter(|(_, f)| !f.is_empty());
+
+    let manifest = dir.join("manifest.parquet");
+    let job = Job {
+        run,
+        dir: &dir,
+        modalities: &modalities,
+        channels: &channels,
+        has_label: file.has_label(),
+        export,
+    };
+    let todo: Vec<(&SubjectInputs, SplitName)> = usable
+        .iter()
+        .filter_map(|s| split_of.get(&s.id).map(|sp| (*s, *sp)))
+        .collect();
+    // A manifest is written last, so its presence means every shard is there; exports of a
+    // run without a model may still be missing (another run folder sharing the cache).
+    let complete = manifest.is_file()
+        && todo.iter().all(|(s, _)| {
+            job.exports(&s.id, volume_names(s).into_iter())
+                .iter()
+                .all(|p| p.exists())
+        });
+    let (done, reused): (Vec<Outcome>, bool) = if complete {
+        let rows = read_manifest(&manifest)
+            .map_err(|e| RunError::failed(Stage::Preprocess, &manifest, e))?;
+        tracing::info!(store = %dir.display(), slices = rows.len(), "reusing the slice store built earlier with the same inputs and settings (key {key})");
+        let mut by_subject: BTreeMap<String, Vec<ManifestRow>> = BTreeMap::new();
+        for r in rows {
+            by_subject.entry(r.subject.clone()).or_default().push(r);
+        }
+        let done = todo
+            .iter()
+            .filter_map(|(s, _)| {
+                by_subject.remove(&s.id).map(|rows| {
+                    (
+                        s.id.clone(),
+                        Ok(Done {
+                            rows,
+                            shard: job.shard(&s.id),
+                            sources: sources(s),
+                            exported: job.exports(&s.id, volume_names(s).into_iter()),
+                        }),
+                    )
+                })
+            })
+            .collect();
+        (done, true)
+    } else {
+        tracing::info!(store = %dir.display(), subjects = todo.len(), "building the slice store (key {key})");
+        let bar = progress(todo.len(), "preprocessing");
+        let done = todo
+            .par_iter()
+            .map(|(s, split)| {
+                let result = match job.resume(s) {
+                    Some(done) => {
+                        tracing::debug!(subject = %s.id, "already preprocessed; resuming after it");
+                        Ok(done)
+                    }
+                    None => job.work(s, *split),
+                };
+                bar.inc(1);
+                (s.id.clone(), result)
+            })
+            .collect();
+        bar.finish_and_clear();
+        (done, false)
+    };
+
+    let mut rows = Vec::new();
+    let mut written = Vec::new();
+    for (subject, result) in done {
+        match result {
+            Ok(d) => {
+                rows.extend(d.rows);
+                written.push((subject, d.shard, d.sources, d.exported));
+            }
+            Err(reason) => {
+                tracing::warn!(%subject, "skipped: {reason}");
+                skipped.push(Skip {
+                    subject,
+                    stage: Stage::Preprocess,
+                    reason,
+                });
+            }
+        }
+    }
+    if rows.is_empty() {
+        return Err(RunError::Nothing {
+            stage: Stage::Preprocess,
+            what: "no subject gave any slice".to_owned(),
+        });
+    }
+    rows.sort_by(|a, b| (&a.subject, a.slice_index).cmp(&(&b.subject, b.slice_index)));
+    if !reused {
+        write_manifest(&manifest, &rows)
+            .map_err(|e| RunError::failed(Stage::Preprocess, &manifest, e))?;
+    }
+
+    for (subject, shard, srcs, exported) in written {
+        let sha: Vec<String> = rows
+            .iter()
+            .find(|r| r.subject == subject)
+            .map(|r| r.source_sha256.split(',').map(str::to_owned).collect())
+            .unwrap_or_default();
+        let names: Vec<String> = srcs.iter().map(|p| p.display().to_string()).collect();
+        let mut row = run.row(Stage::Preprocess, "slice-shard", &shard, &subject, &started)?;
+        row.sources = names.join(";");
+        row.source_sha256 = sha.join(";");
+        run.record(row);
+        for path in exported {
+            let files: Vec<PathBuf> = if path.is_dir() {
+                let mut f: Vec<PathBuf> = std::fs::read_dir(&path)
+                    .map_err(|e| RunError::failed(Stage::Output, &path, e))?
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .collect();
+                f.sort();
+                f
+            } else {
+                vec![path]
+            };
+            for f in files {
+                let mut row =
+                    run.row(Stage::Output, "preprocessed-volume", &f, &subject, &started)?;
+                row.sources = names.join(";");
+                row.source_sha256 = sha.join(";");
+                run.record(row);
+            }
+        }
+    }
+    let row = run.row(Stage::Preprocess, "manifest", &manifest, "", &started)?;
+    run.record(row);
+    Ok(Store {
+        dir,
+        key,
+        channels,
+        rows,
+        reused,
+    })
+}
+
+fn progress(len: usize, what: &str) -> ProgressBar {
+    ProgressBar::new(len as u64).with_style(
+        ProgressStyle::with_template(&format!(
+            "{{spinner}} {what} {{pos}}/{{len}} subjects [{{elapsed_precise}}] {{wide_bar}}"
+        ))
+        .expect("the template is valid"),
+    )
+}
+
+/// Slices per split, for the summary.
+pub fn counts(rows: &[ManifestRow]) -> BTreeMap<String, (usize, usize)> {
+    let mut out: BTreeMap<String, (std::collections::BTreeSet<&str>, usize)> = BTreeMap::new();
+    for r in rows {
+        let e = out.entry(r.split.clone()).or_default();
+        e.0.insert(&r.subject);
+        e.1 += 1;
+    }
+    out.into_iter()
+        .map(|(k, (s, n))| (k, (s.len(), n)))
+        .collect()
+}
