@@ -13,12 +13,18 @@ pub struct Normalize {
     config: NormalizeConfig,
 }
 
-/// The q-th percentile (0-100) of sorted values, with linear interpolation (numpy's default).
-fn percentile(sorted: &[f32], q: f64) -> f64 {
-    let pos = q / 100.0 * (sorted.len() - 1) as f64;
+/// The q-th percentile (0-100) of `values` with linear interpolation (numpy's default),
+/// found by selection rather than a full sort (reorders `values`).
+fn percentile(values: &mut [f32], q: f64) -> f64 {
+    let pos = q / 100.0 * (values.len() - 1) as f64;
     let (i, frac) = (pos.floor() as usize, pos - pos.floor());
-    let a = sorted[i] as f64;
-    let b = sorted[(i + 1).min(sorted.len() - 1)] as f64;
+    let (_, a, above) = values.select_nth_unstable_by(i, f32::total_cmp);
+    let a = *a as f64;
+    let b = above
+        .iter()
+        .copied()
+        .min_by(f32::total_cmp)
+        .map_or(a, |b| b as f64);
     a + (b - a) * frac
 }
 
@@ -55,8 +61,10 @@ impl Normalize {
             NormalizeMethod::None => (1.0, 0.0, f64::NEG_INFINITY, f64::INFINITY),
             NormalizeMethod::Percentile | NormalizeMethod::Minmax => {
                 let (lo, hi) = if c.method == NormalizeMethod::Percentile {
-                    values.sort_by(f32::total_cmp);
-                    (percentile(&values, c.low), percentile(&values, c.high))
+                    (
+                        percentile(&mut values, c.low),
+                        percentile(&mut values, c.high),
+                    )
                 } else {
                     values
                         .iter()

@@ -114,17 +114,24 @@ fn overlap(g: &Geometry, reference: &Geometry) -> f64 {
     if whole > 0.0 { inside / whole } else { 0.0 }
 }
 
-/// Voxels above [`FOREGROUND_FRACTION`] of the 99th percentile of `v`.
-fn foreground(v: &Volume) -> Array3<bool> {
-    let frame = v.frame(0);
-    let mut values: Vec<f32> = frame.iter().copied().filter(|x| x.is_finite()).collect();
+/// [`FOREGROUND_FRACTION`] of the 99th percentile of a source volume's finite values.
+fn foreground_threshold(v: &Volume) -> f32 {
+    let mut values: Vec<f32> = v
+        .frame(0)
+        .iter()
+        .copied()
+        .filter(|x| x.is_finite())
+        .collect();
     if values.is_empty() {
-        return Array3::from_elem(frame.raw_dim(), false);
+        return f32::INFINITY;
     }
     let at = ((values.len() - 1) as f64 * 0.99).round() as usize;
     let (_, p99, _) = values.select_nth_unstable_by(at, f32::total_cmp);
-    let threshold = FOREGROUND_FRACTION * *p99;
-    frame.mapv(|x| x > threshold && *p99 > 0.0)
+    if *p99 > 0.0 {
+        FOREGROUND_FRACTION * *p99
+    } else {
+        f32::INFINITY
+    }
 }
 
 fn mask_volume(mask: &Array3<bool>, grid: Geometry) -> Volume {
@@ -270,9 +277,13 @@ pub fn prepare(
         None => None,
     };
 
+    // Thresholds come from the source volumes (the same intensities, before resampling).
     let mut mask = out
-        .values()
-        .map(|(v, _)| foreground(v))
+        .iter()
+        .map(|(name, (v, _))| {
+            let threshold = foreground_threshold(&modalities[name]);
+            v.frame(0).mapv(|x| x > threshold)
+        })
         .reduce(|a, b| a | b)
         .ok_or_else(|| fail("no modality".to_owned()))?;
     if !mask.iter().any(|&m| m) {
