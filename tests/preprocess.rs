@@ -563,3 +563,29 @@ fn a_prepared_subject_inverts_back_onto_each_original_grid() {
         assert!(n > original.data.len() / 4, "{name}: {n} interior voxels");
     }
 }
+
+#[test]
+fn modalities_that_do_not_overlap_in_world_space_are_refused_by_name() {
+    use medsynth::preprocess::prepare;
+    use medsynth::spec::{PreprocessSection, SliceAxis};
+    let (_, vols, _) = common::phantom_contrasts([40, 48, 36], 4.0, 5);
+    let mut far = vols[2].clone();
+    far.geometry.affine.0[0][3] += 1000.0;
+    far.source.path = "elsewhere/t2.nii.gz".into();
+    let mut t1 = vols[0].clone();
+    t1.source.path = "here/t1.nii.gz".into();
+    let order = ["t1".to_owned(), "t2".to_owned()];
+    let err = prepare(
+        &PreprocessSection::default(),
+        [("t1".to_owned(), t1), ("t2".to_owned(), far)].into(),
+        None,
+        &order,
+        SliceAxis::Axial,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("t2 (elsewhere/t2.nii.gz) does not overlap the reference t1 (here/t1.nii.gz)"),
+        "{err}"
+    );
+}
