@@ -94,7 +94,11 @@ impl SelfAttention {
         let heads = self.heads;
         let d = c / heads;
         // Tokens [B, N, C].
-        let tokens = self.norm.forward(x.clone()).reshape([b, c, n]).swap_dims(1, 2);
+        let tokens = self
+            .norm
+            .forward(x.clone())
+            .reshape([b, c, n])
+            .swap_dims(1, 2);
         let project = |s: &Linear, t: &Option<Linear>| -> Tensor<4> {
             let mut y = s.forward(tokens.clone());
             if let (Some(t), Some(time)) = (t, time) {
@@ -110,7 +114,11 @@ impl SelfAttention {
         let attention = softmax(scores, 3);
         let mixed = attention.clone().matmul(v); // [B, heads, N, d]
         let mixed = mixed.swap_dims(1, 2).reshape([b, n, c]);
-        let y = self.out.forward(mixed).swap_dims(1, 2).reshape([b, c, h, w]);
+        let y = self
+            .out
+            .forward(mixed)
+            .swap_dims(1, 2)
+            .reshape([b, c, h, w]);
         (x + y, attention)
     }
 }

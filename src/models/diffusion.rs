@@ -39,13 +39,21 @@ impl NoiseSchedule {
         let betas: Vec<f64> = match cfg.schedule {
             Schedule::Linear => (0..t)
                 .map(|i| {
-                    let f = if t > 1 { i as f64 / (t - 1) as f64 } else { 0.0 };
+                    let f = if t > 1 {
+                        i as f64 / (t - 1) as f64
+                    } else {
+                        0.0
+                    };
                     cfg.beta_start + f * (cfg.beta_end - cfg.beta_start)
                 })
                 .collect(),
             Schedule::Cosine => {
                 let s = 0.008;
-                let f = |i: f64| ((i / t as f64 + s) / (1.0 + s) * std::f64::consts::FRAC_PI_2).cos().powi(2);
+                let f = |i: f64| {
+                    ((i / t as f64 + s) / (1.0 + s) * std::f64::consts::FRAC_PI_2)
+                        .cos()
+                        .powi(2)
+                };
                 (0..t)
                     .map(|i| (1.0 - f(i as f64 + 1.0) / f(i as f64)).min(0.999))
                     .collect()
@@ -85,7 +93,10 @@ impl NoiseSchedule {
     pub fn q_sample(&self, x0: Tensor<4>, noise: Tensor<4>, t: &[usize]) -> Tensor<4> {
         let device = x0.device();
         let a: Vec<f64> = t.iter().map(|&t| self.alpha_bars[t].sqrt()).collect();
-        let s: Vec<f64> = t.iter().map(|&t| (1.0 - self.alpha_bars[t]).sqrt()).collect();
+        let s: Vec<f64> = t
+            .iter()
+            .map(|&t| (1.0 - self.alpha_bars[t]).sqrt())
+            .collect();
         x0 * per_sample(&a, &device) + noise * per_sample(&s, &device)
     }
 
@@ -96,7 +107,10 @@ impl NoiseSchedule {
             Prediction::V => {
                 let device = x0.device();
                 let a: Vec<f64> = t.iter().map(|&t| self.alpha_bars[t].sqrt()).collect();
-                let s: Vec<f64> = t.iter().map(|&t| (1.0 - self.alpha_bars[t]).sqrt()).collect();
+                let s: Vec<f64> = t
+                    .iter()
+                    .map(|&t| (1.0 - self.alpha_bars[t]).sqrt())
+                    .collect();
                 noise * per_sample(&a, &device) - x0 * per_sample(&s, &device)
             }
         }
@@ -152,7 +166,8 @@ impl NoiseSchedule {
     ) -> Tensor<4> {
         let ab = self.alpha_bars[t];
         let ab_prev = self.alpha_bar(prev);
-        let sigma = eta * ((1.0 - ab_prev) / (1.0 - ab)).sqrt() * (1.0 - ab / ab_prev).max(0.0).sqrt();
+        let sigma =
+            eta * ((1.0 - ab_prev) / (1.0 - ab)).sqrt() * (1.0 - ab / ab_prev).max(0.0).sqrt();
         let dir = (1.0 - ab_prev - sigma * sigma).max(0.0).sqrt();
         let out = x0 * ab_prev.sqrt() + eps * dir;
         if sigma > 0.0 { out + z * sigma } else { out }
@@ -205,7 +220,9 @@ pub fn sample(
         let z = gaussian(shape, &mut rng, device);
         x = match sampler {
             Sampler::Ddpm => schedule.ddpm_step(x, x0, t, z),
-            Sampler::Ddim { eta, .. } => schedule.ddim_step(eps, x0, t, times.get(i + 1).copied(), eta, z),
+            Sampler::Ddim { eta, .. } => {
+                schedule.ddim_step(eps, x0, t, times.get(i + 1).copied(), eta, z)
+            }
         };
     }
     x

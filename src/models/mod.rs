@@ -17,14 +17,27 @@ pub use unet::{Unet, UnetOutput, UnetSpec};
 
 use std::sync::Mutex;
 
-use burn::tensor::Device;
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::{Device, Tensor};
 
 static INIT: Mutex<()> = Mutex::new(());
 
-/// Builds a module with the device's generator seeded by `seed`, holding a process-wide lock
-/// so no other seeded build interleaves.
-pub fn seeded<M>(device: &Device, seed: u64, build: impl FnOnce() -> M) -> M {
+/// Reads every float parameter once, which makes burn run its lazy initialisers.
+struct Materialize;
+
+impl ModuleVisitor for Materialize {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let _ = param.val();
+    }
+}
+
+/// Builds a module with the device's generator seeded by `seed`. burn initialises parameters
+/// lazily, on first use; every parameter is materialised here, in a fixed order, while a
+/// process-wide lock keeps other seeded builds from drawing from the generator in between.
+pub fn seeded<M: Module>(device: &Device, seed: u64, build: impl FnOnce() -> M) -> M {
     let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
     device.seed(seed);
-    build()
+    let module = build();
+    module.visit(&mut Materialize);
+    module
 }

@@ -5,7 +5,9 @@
 
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::nn::{
+    Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Linear, LinearConfig, PaddingConfig2d,
+};
 use burn::tensor::activation::silu;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
@@ -54,7 +56,14 @@ struct ResBlock {
 }
 
 impl ResBlock {
-    fn new(i: usize, o: usize, time_dim: usize, groups: usize, dropout: f64, device: &Device) -> Self {
+    fn new(
+        i: usize,
+        o: usize,
+        time_dim: usize,
+        groups: usize,
+        dropout: f64,
+        device: &Device,
+    ) -> Self {
         ResBlock {
             norm1: GroupNormConfig::new(groups, i).init(device),
             conv1: conv3(i, o, device),
@@ -68,7 +77,10 @@ impl ResBlock {
 
     fn forward(&self, x: Tensor<4>, temb: &Tensor<2>) -> Tensor<4> {
         let h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
-        let t = self.time.forward(silu(temb.clone())).unsqueeze_dims::<4>(&[2, 3]);
+        let t = self
+            .time
+            .forward(silu(temb.clone()))
+            .unsqueeze_dims::<4>(&[2, 3]);
         let h = h + t;
         let h = self
             .conv2
@@ -261,7 +273,8 @@ impl Unet {
                 let [_, _, hh, ww] = h.dims();
                 let up = interpolate(
                     h,
-                    InterpolateOptions::new(InterpolateMode::Nearest).with_output_size([2 * hh, 2 * ww]),
+                    InterpolateOptions::new(InterpolateMode::Nearest)
+                        .with_output_size([2 * hh, 2 * ww]),
                 );
                 h = u.forward(up);
             }

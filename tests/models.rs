@@ -1,0 +1,200 @@
+//! The diffusion building blocks: UNet shapes and seeded determinism, DiffiT attention reducing
+//! to multi-head attention without its time terms, schedules, and DDIM with η = 1 matching the
+//! DDPM posterior.
+
+use burn::tensor::{Device, Tensor};
+use medsynth::models::diffusion::{NoiseSchedule, Sampler, gaussian, sample};
+use medsynth::models::{SelfAttentionConfig, UnetSpec, seeded};
+use medsynth::spec::{DiffusionConfig, Prediction, Schedule};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+fn values<const D: usize>(t: &Tensor<D>) -> Vec<f32> {
+    t.to_data().try_to_vec::<f32>().unwrap()
+}
+
+fn max_diff<const D: usize>(a: &Tensor<D>, b: &Tensor<D>) -> f32 {
+    values(a)
+        .iter()
+        .zip(values(b))
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+fn spec(time_dependent: bool) -> UnetSpec {
+    UnetSpec {
+        in_channels: 3,
+        out_channels: 1,
+        base_channels: 16,
+        channel_mult: vec![1, 2],
+        res_blocks: 1,
+        groups: 8,
+        dropout: 0.0,
+        heads: 2,
+        time_dependent,
+        attention_resolutions: vec![8],
+        image_size: 16,
+    }
+}
+
+#[test]
+fn the_unet_keeps_the_image_size_exposes_attention_and_is_seeded() {
+    let device = Device::flex();
+    let net = seeded(&device, 3, || spec(true).init(&device));
+    let x = gaussian([2, 3, 16, 16], &mut ChaCha8Rng::seed_from_u64(1), &device);
+    let out = net.forward(x.clone(), &[10.0, 500.0]);
+    assert_eq!(out.output.dims(), [2, 1, 16, 16]);
+    // Attention at 8 x 8 (down and up paths) and in the middle (8 x 8 too, two levels).
+    let middle = out.middle_attention.clone().unwrap();
+    assert_eq!(middle.dims(), [2, 2, 64, 64]);
+    assert!(out.attention.len() >= 3);
+    // Rows of an attention map sum to 1.
+    let sums = values(&middle.sum_dim(3));
+    assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-4), "{sums:?}");
+    // The same seed builds the same network; another seed another one.
+    let again = seeded(&device, 3, || spec(true).init(&device));
+    assert_eq!(
+        values(&again.forward(x.clone(), &[10.0, 500.0]).output),
+        values(&out.output)
+    );
+    let other = seeded(&device, 4, || spec(true).init(&device));
+    assert!(max_diff(&other.forward(x, &[10.0, 500.0]).output, &out.output) > 1e-3);
+}
+
+#[test]
+fn time_dependent_attention_without_its_time_terms_is_multi_head_attention() {
+    let device = Device::flex();
+    let block = seeded(&device, 9, || {
+        SelfAttentionConfig {
+            channels: 16,
+            heads: 4,
+            groups: 4,
+            time_dim: Some(32),
+        }
+        .init(&device)
+    });
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    let x = gaussian([2, 16, 6, 5], &mut rng, &device);
+    let time: Tensor<2> = gaussian([2, 32, 1, 1], &mut rng, &device).reshape([2, 32]);
+    // With its time weights the block depends on t.
+    let (with_t, _) = block.forward(x.clone(), Some(&time));
+    let (no_t, _) = block.forward(x.clone(), Some(&time.clone().zeros_like()));
+    assert!(
+        max_diff(&with_t, &no_t) > 1e-3,
+        "tmsa must depend on the time embedding"
+    );
+    // Zero time weights: exactly the mhsa block with the same spatial weights.
+    let zeroed = block.clone().without_time_terms();
+    let mhsa = block.as_mhsa();
+    let (a, map_a) = zeroed.forward(x.clone(), Some(&time));
+    let (b, map_b) = mhsa.forward(x, None);
+    assert!(max_diff(&a, &b) < 1e-6);
+    assert!(max_diff(&map_a, &map_b) < 1e-6);
+}
+
+#[test]
+fn schedules_follow_their_definitions() {
+    let linear = NoiseSchedule::new(&DiffusionConfig::default());
+    assert_eq!(linear.len(), 1000);
+    assert!((linear.betas[0] - 1e-4).abs() < 1e-12 && (linear.betas[999] - 0.02).abs() < 1e-12);
+    // ᾱ_T of the DDPM linear schedule (Ho et al. 2020 report about 4e-5).
+    assert!(
+        (linear.alpha_bars[999] - 4.036e-5).abs() < 1e-7,
+        "{}",
+        linear.alpha_bars[999]
+    );
+    let cosine = NoiseSchedule::new(&DiffusionConfig {
+        schedule: Schedule::Cosine,
+        ..DiffusionConfig::default()
+    });
+    // ᾱ_t = f(t + 1) / f(0), f(t) = cos²((t/T + s)/(1 + s) · π/2), where β is not clipped.
+    let f = |t: f64| {
+        ((t / 1000.0 + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2)
+            .cos()
+            .powi(2)
+    };
+    for t in [0usize, 10, 250, 500, 900] {
+        assert!(
+            (cosine.alpha_bars[t] - f(t as f64 + 1.0) / f(0.0)).abs() < 1e-9,
+            "t = {t}"
+        );
+    }
+    assert!(cosine.betas.iter().all(|b| *b <= 0.999));
+}
+
+#[test]
+fn ddim_with_eta_one_over_every_step_is_the_ddpm_posterior() {
+    let device = Device::flex();
+    let schedule = NoiseSchedule::new(&DiffusionConfig {
+        timesteps: 60,
+        ..DiffusionConfig::default()
+    });
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let shape = [2, 1, 4, 4];
+    // One step, for several t: the same mean and the same noise scale.
+    for t in [59usize, 30, 5, 1] {
+        let x_t = gaussian(shape, &mut rng, &device);
+        let out = gaussian(shape, &mut rng, &device);
+        let z = gaussian(shape, &mut rng, &device);
+        let (eps, x0) = schedule.split(x_t.clone(), out, t);
+        let ddpm = schedule.ddpm_step(x_t, x0.clone(), t, z.clone());
+        let ddim = schedule.ddim_step(eps, x0, t, Some(t - 1), 1.0, z);
+        assert!(max_diff(&ddpm, &ddim) < 1e-5, "t = {t}");
+    }
+    // Whole trajectories with the same seed and a fixed "network".
+    let net = |x: Tensor<4>, t: usize| x * (0.3 + t as f64 / 200.0);
+    let a = sample(&schedule, Sampler::Ddpm, shape, 8, &device, net);
+    let b = sample(
+        &schedule,
+        Sampler::Ddim {
+            steps: 60,
+            eta: 1.0,
+        },
+        shape,
+        8,
+        &device,
+        net,
+    );
+    assert!(max_diff(&a, &b) < 1e-4, "{}", max_diff(&a, &b));
+    // A seed fixes the samples; DDIM with η = 0 is deterministic given the start noise.
+    let c = sample(
+        &schedule,
+        Sampler::Ddim {
+            steps: 10,
+            eta: 0.0,
+        },
+        shape,
+        8,
+        &device,
+        net,
+    );
+    let d = sample(
+        &schedule,
+        Sampler::Ddim {
+            steps: 10,
+            eta: 0.0,
+        },
+        shape,
+        8,
+        &device,
+        net,
+    );
+    assert_eq!(values(&c), values(&d));
+}
+
+#[test]
+fn v_prediction_recovers_x0_and_epsilon() {
+    let device = Device::flex();
+    let schedule = NoiseSchedule::new(&DiffusionConfig {
+        prediction: Prediction::V,
+        ..DiffusionConfig::default()
+    });
+    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    let x0 = gaussian([1, 1, 3, 3], &mut rng, &device);
+    let noise = gaussian([1, 1, 3, 3], &mut rng, &device);
+    let t = 400;
+    let x_t = schedule.q_sample(x0.clone(), noise.clone(), &[t]);
+    let v = schedule.target(x0.clone(), noise.clone(), &[t]);
+    let (eps, x0_hat) = schedule.split(x_t, v, t);
+    assert!(max_diff(&eps, &noise) < 1e-5 && max_diff(&x0_hat, &x0) < 1e-5);
+}
