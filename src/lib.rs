@@ -12,6 +12,7 @@ pub mod pipeline;
 pub mod preprocess;
 pub mod provenance;
 pub mod spec;
+pub mod train;
 pub mod volume;
 
 /// The medsynth version, recorded in provenance.

@@ -88,6 +88,18 @@ impl SliceSet {
         })
     }
 
+    /// The rows `keep` accepts, in order.
+    pub fn filter(&self, keep: impl Fn(&ManifestRow) -> bool) -> SliceSet {
+        let picked: Vec<usize> = (0..self.rows.len())
+            .filter(|&i| keep(&self.rows[i]))
+            .collect();
+        SliceSet {
+            channels: self.channels.clone(),
+            data: self.data.select(Axis(0), &picked),
+            rows: picked.iter().map(|&i| self.rows[i].clone()).collect(),
+        }
+    }
+
     /// Number of slices.
     pub fn len(&self) -> usize {
         self.rows.len()

@@ -1,0 +1,464 @@
+//! Training a conditional diffusion model on the slice store.
+//!
+//! Conditioning, by task:
+//! - `translation`, `missing-modality`: the input modalities as channels, each followed by its
+//!   availability mask (1 where the modality is there, 0 where it is missing or dropped).
+//!   Training drops each available input with probability `model.modality_dropout`, so one
+//!   model serves any subset of missing inputs.
+//! - `label-to-image`: the label map one-hot encoded (classes 0 .. K-1).
+//! - `generation`: no condition.
+//!
+//! With probability `model.cond_dropout` the whole condition is replaced by zeros (every mask
+//! 0), which trains the unconditional model classifier-free guidance needs.
+//!
+//! Every random draw of optimizer step `s` (time steps, noise, dropouts) comes from ChaCha8
+//! seeded by (seed, s), and batches from the loader's (seed, epoch, position) streams, so a
+//! run resumed from a checkpoint continues exactly as the uninterrupted run would.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use burn::grad_clipping::GradientClippingConfig;
+use burn::module::Module;
+use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer, OptimizerRecord};
+use burn::store::ModuleRecord;
+use burn::tensor::{Device, Tensor, TensorData};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::{CheckpointState, Checkpoints, Ema, LogRow, TrainError, warmup_lr, write_log};
+use crate::dataset::{Loader, SliceSet};
+use crate::models::diffusion::{NoiseSchedule, gaussian};
+use crate::models::{Unet, UnetSpec, seeded};
+use crate::preprocess::LABEL;
+use crate::spec::{ModelSection, OptimizerKind, Task, TrainSection};
+
+/// Which store channels the model produces and conditions on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conditioning {
+    pub task: Task,
+    /// Store channel of each target modality.
+    pub targets: Vec<(String, usize)>,
+    /// Store channel of each input modality.
+    pub inputs: Vec<(String, usize)>,
+    /// Store channel of the label, and the number of classes, for `label-to-image`.
+    pub label: Option<(usize, usize)>,
+    pub modality_dropout: f64,
+    pub cond_dropout: f64,
+}
+
+fn channel(set: &SliceSet, name: &str, field: &str) -> Result<usize, TrainError> {
+    set.channel(name).ok_or_else(|| {
+        TrainError::Setup(format!(
+            "{field}: the slice store has no channel {name:?} (it has {})",
+            set.channels.join(", ")
+        ))
+    })
+}
+
+impl Conditioning {
+    /// Resolves `model`'s modalities against the store's channels.
+    pub fn new(model: &ModelSection, set: &SliceSet) -> Result<Self, TrainError> {
+        let targets = model
+            .target
+            .iter()
+            .map(|m| Ok((m.to_owned(), channel(set, m, "model.target")?)))
+            .collect::<Result<Vec<_>, TrainError>>()?;
+        let inputs = if model.task.uses_inputs() {
+            model
+                .inputs
+                .iter()
+                .map(|m| Ok((m.clone(), channel(set, m, "model.inputs")?)))
+                .collect::<Result<Vec<_>, TrainError>>()?
+        } else {
+            Vec::new()
+        };
+        let label = if model.task == Task::LabelToImage {
+            let c = channel(set, LABEL, "model.task = \"label-to-image\"")?;
+            let max = set
+                .data
+                .index_axis(ndarray::Axis(1), c)
+                .iter()
+                .fold(0f32, |a, &b| a.max(b));
+            Some((c, (max.round() as usize + 1).max(2)))
+        } else {
+            None
+        };
+        Ok(Conditioning {
+            task: model.task,
+            targets,
+            inputs,
+            label,
+            modality_dropout: model.modality_dropout,
+            cond_dropout: model.cond_dropout,
+        })
+    }
+
+    /// Channels of the condition.
+    pub fn cond_channels(&self) -> usize {
+        2 * self.inputs.len() + self.label.map_or(0, |(_, k)| k)
+    }
+
+    /// Channels the network takes: the noisy targets, then the condition.
+    pub fn in_channels(&self) -> usize {
+        self.targets.len() + self.cond_channels()
+    }
+
+    /// Splits stored slices `[B, C, H, W]` (host values, row-major) into the targets and the
+    /// condition. `available[b][i]` says whether input `i` is real for sample `b`; `train`
+    /// applies the dropouts with `rng`.
+    ///
+    /// # Shapes
+    /// -> (`[B, targets, H, W]`, `[B, cond_channels, H, W]`)
+    pub fn split(
+        &self,
+        slices: &[f32],
+        dims: [usize; 4],
+        available: &[Vec<bool>],
+        train: bool,
+        rng: &mut ChaCha8Rng,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let [b, c, h, w] = dims;
+        let plane = h * w;
+        let at = |n: usize, ch: usize| &slices[(n * c + ch) * plane..(n * c + ch + 1) * plane];
+        let mut x0 = Vec::with_capacity(b * self.targets.len() * plane);
+        let mut cond = Vec::with_capacity(b * self.cond_channels() * plane);
+        for n in 0..b {
+            for (_, ch) in &self.targets {
+                x0.extend_from_slice(at(n, *ch));
+            }
+            // Draw every decision, used or not, so the stream does not depend on the data.
+            let drop_all = rng.random::<f64>() < self.cond_dropout;
+            let drops: Vec<bool> = self
+                .inputs
+                .iter()
+                .map(|_| rng.random::<f64>() < self.modality_dropout)
+                .collect();
+            for (i, (_, ch)) in self.inputs.iter().enumerate() {
+                let real = available
+                    .get(n)
+                    .and_then(|a| a.get(i))
+                    .copied()
+                    .unwrap_or(true);
+                let on = real && !(train && (drop_all || drops[i]));
+                if on {
+                    cond.extend_from_slice(at(n, *ch));
+                } else {
+                    cond.extend(std::iter::repeat_n(0.0, plane));
+                }
+                cond.extend(std::iter::repeat_n(if on { 1.0 } else { 0.0 }, plane));
+            }
+            if let Some((ch, k)) = self.label {
+                let labels = at(n, ch);
+                for class in 0..k {
+                    let on = !(train && drop_all);
+                    cond.extend(labels.iter().map(|&l| {
+                        if on && l.round() as usize == class {
+                            1.0
+                        } else {
+                            0.0
+                        }
+                    }));
+                }
+            }
+        }
+        (x0, cond)
+    }
+
+    /// For each row of `set`, whether each input modality is real there.
+    pub fn availability(&self, set: &SliceSet, rows: &[usize]) -> Vec<Vec<bool>> {
+        rows.iter()
+            .map(|&r| {
+                let missing: Vec<&str> = set.rows[r].channels_missing.split(',').collect();
+                self.inputs
+                    .iter()
+                    .map(|(m, _)| !missing.contains(&m.as_str()))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Whether a row can train the model: every target is real there.
+    pub fn trains_on(&self, row: &crate::dataset::ManifestRow) -> bool {
+        let missing: Vec<&str> = row.channels_missing.split(',').collect();
+        self.targets
+            .iter()
+            .all(|(m, _)| !missing.contains(&m.as_str()))
+    }
+}
+
+/// SplitMix64 of a seed and a stream number.
+fn stream(seed: u64, s: u64) -> u64 {
+    let mut z = seed ^ s.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Everything a diffusion training run needs.
+#[derive(Debug, Clone)]
+pub struct DiffusionTrainer {
+    pub spec: UnetSpec,
+    pub schedule: NoiseSchedule,
+    pub conditioning: Conditioning,
+    pub train: TrainSection,
+    pub seed: u64,
+    pub checkpoints: Checkpoints,
+    /// Where `train_log.parquet` goes.
+    pub log: PathBuf,
+    /// Stop after this many optimizer steps in this call (tests, resumable runs).
+    pub max_steps: Option<u64>,
+    /// Show a progress bar.
+    pub progress: bool,
+}
+
+/// A trained model and what training did.
+#[derive(Debug, Clone)]
+pub struct Trained {
+    pub model: Unet,
+    pub ema: Unet,
+    pub log: Vec<LogRow>,
+    pub last_checkpoint: Option<PathBuf>,
+}
+
+fn optimizer(train: &TrainSection) -> ModuleOptimizer {
+    let clip = train
+        .grad_clip
+        .map(|c| GradientClippingConfig::Norm(c as f32));
+    let [b1, b2] = train.betas.map(|b| b as f32);
+    match train.optimizer {
+        OptimizerKind::Adam => {
+            let mut cfg = AdamConfig::new()
+                .with_beta_1(b1)
+                .with_beta_2(b2)
+                .with_epsilon(1e-8);
+            if train.weight_decay > 0.0 {
+                cfg = cfg.with_weight_decay(Some(burn::optim::decay::WeightDecayConfig::new(
+                    train.weight_decay as f32,
+                )));
+            }
+            cfg.with_grad_clipping(clip).init()
+        }
+        OptimizerKind::Adamw => AdamWConfig::new()
+            .with_beta_1(b1)
+            .with_beta_2(b2)
+            .with_epsilon(1e-8)
+            .with_weight_decay(train.weight_decay as f32)
+            .with_grad_clipping(clip)
+            .init(),
+    }
+}
+
+fn record_err(path: &std::path::Path, e: impl std::fmt::Debug) -> TrainError {
+    TrainError::Io {
+        path: path.to_owned(),
+        what: format!("{e:?}"),
+    }
+}
+
+impl DiffusionTrainer {
+    /// The loss of one batch: MSE between the network output and the target (ε or v).
+    fn loss(
+        &self,
+        net: &Unet,
+        set: &SliceSet,
+        batch: &crate::dataset::Batch,
+        rng: &mut ChaCha8Rng,
+        train: bool,
+    ) -> Tensor<1> {
+        let device = batch.slices.device();
+        let dims = batch.slices.dims();
+        let host = batch
+            .slices
+            .to_data()
+            .try_to_vec::<f32>()
+            .unwrap_or_default();
+        let available = self.conditioning.availability(set, &batch.rows);
+        let (x0, cond) = self.conditioning.split(&host, dims, &available, train, rng);
+        let [b, _, h, w] = dims;
+        let x0 = Tensor::<4>::from_data(
+            TensorData::new(x0, [b, self.conditioning.targets.len(), h, w]),
+            &device,
+        );
+        let t: Vec<usize> = (0..b)
+            .map(|_| rng.random_range(0..self.schedule.len()))
+            .collect();
+        let noise = gaussian(x0.dims(), rng, &device);
+        let x_t = self.schedule.q_sample(x0.clone(), noise.clone(), &t);
+        let input = if self.conditioning.cond_channels() > 0 {
+            let cond = Tensor::<4>::from_data(
+                TensorData::new(cond, [b, self.conditioning.cond_channels(), h, w]),
+                &device,
+            );
+            Tensor::cat(vec![x_t, cond], 1)
+        } else {
+            x_t
+        };
+        let times: Vec<f32> = t.iter().map(|&t| t as f32).collect();
+        let out = net.forward(input, &times).output;
+        let target = self.schedule.target(x0, noise, &t);
+        (out - target).powf_scalar(2.0).mean()
+    }
+
+    /// Mean loss over a set (no dropout, no gradients), with draws from a fixed stream.
+    pub fn evaluate(&self, net: &Unet, set: &SliceSet, device: &Device) -> f64 {
+        let loader = Loader::in_order(set, self.train.batch_size as usize);
+        let mut rng = ChaCha8Rng::seed_from_u64(stream(self.seed, u64::MAX));
+        let mut total = 0.0;
+        let mut n = 0.0;
+        for batch in loader.epoch(0, device) {
+            let b = batch.rows.len() as f64;
+            total += self
+                .loss(net, set, &batch, &mut rng, false)
+                .into_scalar::<f32>() as f64
+                * b;
+            n += b;
+        }
+        if n > 0.0 { total / n } else { f64::NAN }
+    }
+
+    /// Trains on `set` (rows whose targets are missing are left out), validating on `val`
+    /// after each epoch; resumes from the newest checkpoint when there is one.
+    pub fn run(
+        &self,
+        set: &SliceSet,
+        val: Option<&SliceSet>,
+        device: &Device,
+    ) -> Result<Trained, TrainError> {
+        let usable = set.filter(|r| self.conditioning.trains_on(r));
+        if usable.is_empty() {
+            return Err(TrainError::Setup(format!(
+                "no training slice has every target ({}) present",
+                self.conditioning
+                    .targets
+                    .iter()
+                    .map(|(m, _)| m.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        let ad = device.clone().autodiff();
+        let mut net = seeded(&ad, self.seed, || self.spec.init(&ad));
+        let mut optim = optimizer(&self.train);
+        let mut ema = Ema::new(net.valid(), self.train.ema);
+        let mut log = super::read_log(&self.log).map_err(|e| TrainError::Setup(e.to_string()))?;
+        let loader = Loader::new(
+            &usable,
+            self.train.batch_size as usize,
+            self.train.augment.clone(),
+            self.seed,
+        );
+        let per_epoch = loader.batches() as u64;
+        let total = per_epoch * self.train.epochs as u64;
+        let (mut step, mut last) = (0u64, None);
+        if let Some((dir, state)) = self.checkpoints.latest()? {
+            if state.seed != self.seed {
+                return Err(TrainError::Setup(format!(
+                    "{}: checkpoint of seed {}, this run has seed {}; use another run folder",
+                    dir.display(),
+                    state.seed,
+                    self.seed
+                )));
+            }
+            let load = |name: &str| -> Result<ModuleRecord, TrainError> {
+                let p = dir.join(name);
+                ModuleRecord::load(&p).map_err(|e| record_err(&p, e))
+            };
+            net = net.load_record(load("model.bpk")?);
+            ema.model = ema.model.clone().load_record(load("ema.bpk")?);
+            let p = dir.join("optimizer.bpk");
+            optim = optim.load_record(OptimizerRecord::load(&p).map_err(|e| record_err(&p, e))?);
+            step = state.step;
+            log.retain(|r| r.step <= step);
+            tracing::info!(checkpoint = %dir.display(), step, "resuming training");
+            last = Some(dir);
+        }
+        let bar = if self.progress {
+            ProgressBar::new(total).with_style(
+                ProgressStyle::with_template(
+                    "{spinner} train {pos}/{len} steps [{elapsed_precise}<{eta_precise}] {wide_bar} {msg}",
+                )
+                .expect("the template is valid"),
+            )
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_position(step);
+        let stop = self.max_steps.map_or(total, |m| (step + m).min(total));
+        let started = Instant::now();
+        let first = step;
+        let save = |net: &Unet, ema: &Unet, optim: &ModuleOptimizer, step: u64| {
+            let state = CheckpointState {
+                step,
+                epoch: step / per_epoch.max(1),
+                batch: step % per_epoch.max(1),
+                seed: self.seed,
+                extra: serde_json::json!({ "in_channels": self.spec.in_channels }),
+            };
+            self.checkpoints.save(&state, |dir| {
+                net.clone()
+                    .into_record()
+                    .save(dir.join("model.bpk"))
+                    .map_err(|e| format!("model: {e:?}"))?;
+                ema.clone()
+                    .into_record()
+                    .save(dir.join("ema.bpk"))
+                    .map_err(|e| format!("ema: {e:?}"))?;
+                optim
+                    .to_record()
+                    .save(dir.join("optimizer.bpk"))
+                    .map_err(|e| format!("optimizer: {e:?}"))
+            })
+        };
+        while step < stop {
+            let (epoch, index) = (step / per_epoch, (step % per_epoch) as usize);
+            let mut rng = ChaCha8Rng::seed_from_u64(stream(self.seed, step));
+            let Some(batch) = loader.batch(epoch, index, &ad) else {
+                break;
+            };
+            let loss = self.loss(&net, &usable, &batch, &mut rng, true);
+            let value = loss.clone().into_scalar::<f32>() as f64;
+            if !value.is_finite() {
+                bar.abandon();
+                return Err(TrainError::NonFinite {
+                    step,
+                    loss: value,
+                    checkpoint: last,
+                });
+            }
+            let lr = warmup_lr(self.train.lr, self.train.warmup_steps, step);
+            let grads = GradientsParams::from_grads(loss.backward(), &net);
+            net = optim.step(lr, net, grads);
+            ema.update(&net.valid());
+            step += 1;
+            let rate = (step - first) as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            let end_of_epoch = step % per_epoch == 0;
+            let val_loss = match (end_of_epoch, val) {
+                (true, Some(v)) if !v.is_empty() => Some(self.evaluate(&ema.model, v, device)),
+                _ => None,
+            };
+            log.push(LogRow {
+                step,
+                epoch,
+                loss: value,
+                val_loss,
+                lr,
+                steps_per_s: rate,
+            });
+            bar.set_position(step);
+            bar.set_message(format!("loss {value:.4} {rate:.2} steps/s"));
+            if step % self.train.checkpoint_every.max(1) as u64 == 0 || step == stop {
+                last = Some(save(&net, &ema.model, &optim, step)?);
+                write_log(&self.log, &log).map_err(|e| TrainError::Setup(e.to_string()))?;
+            }
+        }
+        bar.finish_and_clear();
+        Ok(Trained {
+            model: net.valid(),
+            ema: ema.model,
+            log,
+            last_checkpoint: last,
+        })
+    }
+}

@@ -1,0 +1,188 @@
+//! The diffusion trainer: a resumed run continues with exactly the losses of an uninterrupted
+//! one, a non-finite loss stops training with a clear error, and the loss falls on phantom
+//! slices.
+
+mod common;
+
+use burn::tensor::Device;
+use medsynth::dataset::{ManifestRow, SliceSet};
+use medsynth::models::UnetSpec;
+use medsynth::models::diffusion::NoiseSchedule;
+use medsynth::preprocess::{cut_slices, prepare};
+use medsynth::spec::{
+    DiffusionConfig, ModelSection, NormalizeConfig, PreprocessSection, SliceAxis, SliceConfig,
+    TrainSection,
+};
+use medsynth::train::Checkpoints;
+use medsynth::train::diffusion::{Conditioning, DiffusionTrainer};
+use medsynth::volume::Volume;
+
+/// Axial T1/T2 slices of one phantom, 32 x 32, normalized to [-1, 1].
+fn slices(count: usize) -> SliceSet {
+    let (_, vols, _) = common::phantom_contrasts([40, 48, 36], 5.0, 4);
+    let order = ["t1".to_owned(), "t2".to_owned()];
+    let section = PreprocessSection {
+        size: Some([32, 32]),
+        crop_margin_vox: 0,
+        normalize: NormalizeConfig::default(),
+        slices: SliceConfig::default(),
+        ..PreprocessSection::default()
+    };
+    let p = prepare(
+        &section,
+        [
+            ("t1".to_owned(), vols[0].clone()),
+            ("t2".to_owned(), vols[2].clone()),
+        ]
+        .into(),
+        None,
+        &order,
+        SliceAxis::Axial,
+    )
+    .unwrap();
+    let chans: Vec<&Volume> = order.iter().map(|m| &p.modalities[m].0).collect();
+    let cut = cut_slices(&chans, &p.mask, SliceAxis::Axial, 0.3, 0).unwrap();
+    let mid = cut.len() / 2;
+    let picked = &cut[mid - count / 2..mid - count / 2 + count];
+    let views: Vec<_> = picked.iter().map(|s| s.data.view()).collect();
+    SliceSet {
+        channels: order.to_vec(),
+        data: ndarray::stack(ndarray::Axis(0), &views).unwrap(),
+        rows: picked
+            .iter()
+            .map(|s| ManifestRow {
+                subject: "sub-001".into(),
+                split: "train".into(),
+                axis: "axial".into(),
+                slice_index: s.index as u32,
+                world_position_mm: 0.0,
+                shard: String::new(),
+                row: 0,
+                channels_real: "t1,t2".into(),
+                channels_missing: String::new(),
+                source_sha256: String::new(),
+                record: String::new(),
+            })
+            .collect(),
+    }
+}
+
+fn model() -> ModelSection {
+    toml::from_str(
+        r#"
+kind = "diffusion"
+task = "translation"
+inputs = ["t1"]
+target = "t2"
+modality_dropout = 0.0
+cond_dropout = 0.0
+"#,
+    )
+    .unwrap()
+}
+
+fn trainer(
+    set: &SliceSet,
+    dir: &std::path::Path,
+    epochs: u32,
+    checkpoint_every: u32,
+) -> DiffusionTrainer {
+    let conditioning = Conditioning::new(&model(), set).unwrap();
+    DiffusionTrainer {
+        spec: UnetSpec {
+            in_channels: conditioning.in_channels(),
+            out_channels: 1,
+            base_channels: 16,
+            channel_mult: vec![1, 2],
+            res_blocks: 1,
+            groups: 8,
+            dropout: 0.0,
+            heads: 2,
+            time_dependent: true,
+            attention_resolutions: vec![16],
+            image_size: 32,
+        },
+        schedule: NoiseSchedule::new(&DiffusionConfig {
+            timesteps: 200,
+            ..DiffusionConfig::default()
+        }),
+        conditioning,
+        train: TrainSection {
+            epochs,
+            batch_size: 4,
+            lr: 1e-3,
+            warmup_steps: 2,
+            ema: 0.9,
+            checkpoint_every,
+            ..TrainSection::default()
+        },
+        seed: 21,
+        checkpoints: Checkpoints::new(dir.join("checkpoints")),
+        log: dir.join("train_log.parquet"),
+        max_steps: None,
+        progress: false,
+    }
+}
+
+#[test]
+fn a_resumed_run_gives_the_same_next_losses_as_an_uninterrupted_one() {
+    let set = slices(8);
+    let device = Device::flex();
+    let whole = tempfile::tempdir().unwrap();
+    let straight = trainer(&set, whole.path(), 3, 3)
+        .run(&set, None, &device)
+        .unwrap();
+    assert_eq!(straight.log.len(), 6);
+
+    let split = tempfile::tempdir().unwrap();
+    let mut first = trainer(&set, split.path(), 3, 3);
+    first.max_steps = Some(3);
+    let part = first.run(&set, None, &device).unwrap();
+    assert_eq!(part.log.len(), 3);
+    let cp = part.last_checkpoint.unwrap();
+    assert!(
+        cp.ends_with("step-00000003") && cp.join("optimizer.bpk").is_file(),
+        "{cp:?}"
+    );
+    // A fresh trainer (as a new process would build) resumes from step 3.
+    let rest = trainer(&set, split.path(), 3, 3)
+        .run(&set, None, &device)
+        .unwrap();
+    let a: Vec<f64> = straight.log.iter().map(|r| r.loss).collect();
+    let b: Vec<f64> = rest.log.iter().map(|r| r.loss).collect();
+    assert_eq!(b.len(), 6, "the log is continued, not restarted");
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() <= 1e-6 * x.abs().max(1.0), "{a:?}\n{b:?}");
+    }
+    // The log on disk has every step once.
+    let on_disk = medsynth::train::read_log(&split.path().join("train_log.parquet")).unwrap();
+    assert_eq!(
+        on_disk.iter().map(|r| r.step).collect::<Vec<_>>(),
+        (1..=6).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint() {
+    let mut set = slices(4);
+    set.data[[1, 1, 10, 10]] = f32::NAN;
+    let dir = tempfile::tempdir().unwrap();
+    let err = trainer(&set, dir.path(), 1, 1)
+        .run(&set, None, &Device::flex())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("the loss became NaN at step 0"), "{err}");
+    assert!(err.contains("none written yet"), "{err}");
+}
+
+#[test]
+fn the_loss_falls_when_fitting_a_few_phantom_slices() {
+    let set = slices(4);
+    let dir = tempfile::tempdir().unwrap();
+    let t = trainer(&set, dir.path(), 40, 1000);
+    let trained = t.run(&set, None, &Device::flex()).unwrap();
+    let losses: Vec<f64> = trained.log.iter().map(|r| r.loss).collect();
+    let start: f64 = losses[..5].iter().sum::<f64>() / 5.0;
+    let end: f64 = losses[losses.len() - 5..].iter().sum::<f64>() / 5.0;
+    assert!(end < 0.5 * start, "loss {start:.4} -> {end:.4}: {losses:?}");
+}
