@@ -1,0 +1,140 @@
+//! Diffusion speed on the CPU beside the same UNet in PyTorch (benches/diffusion_reference.py):
+//! training steps per second (Adam, MSE, batch 8, translation input: noisy target + one
+//! condition + its mask) and DDIM sampling time per slice, at 64 x 64 and 128 x 128.
+//!
+//!   cargo bench --bench diffusion     (MEDSYNTH_TORCH_PYTHON names a Python with torch)
+//!
+//! Both sides print their parameter count, which must agree (same architecture).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::tensor::{Device, Tensor};
+use medsynth::models::diffusion::{NoiseSchedule, Sampler, gaussian, sample};
+use medsynth::models::{UnetSpec, seeded};
+use medsynth::spec::DiffusionConfig;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+const BATCH: usize = 8;
+const SAMPLE_STEPS: usize = 5;
+
+fn spec(size: usize, mult: &[usize], attention: usize) -> UnetSpec {
+    UnetSpec {
+        in_channels: 3,
+        out_channels: 1,
+        base_channels: 32,
+        channel_mult: mult.to_vec(),
+        res_blocks: 1,
+        groups: 8,
+        dropout: 0.0,
+        heads: 4,
+        time_dependent: true,
+        attention_resolutions: vec![attention],
+        image_size: size,
+    }
+}
+
+fn measure(size: usize, mult: &[usize], attention: usize, train_steps: usize) -> (usize, f64, f64) {
+    let device = Device::flex();
+    let ad = device.clone().autodiff();
+    let mut net = seeded(&ad, 0, || spec(size, mult, attention).init(&ad));
+    let params = net.num_params();
+    let mut optim = AdamConfig::new().init();
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let x = gaussian([BATCH, 3, size, size], &mut rng, &ad);
+    let target = gaussian([BATCH, 1, size, size], &mut rng, &ad);
+    let t: Vec<f32> = (0..BATCH).map(|i| (i * 123 % 1000) as f32).collect();
+    let mut step = |net: medsynth::models::Unet| {
+        let out = net.forward(x.clone(), &t).output;
+        let loss = (out - target.clone()).powf_scalar(2.0).mean();
+        let grads = GradientsParams::from_grads(loss.backward(), &net);
+        optim.step(1e-4, net, grads)
+    };
+    net = step(net);
+    let start = Instant::now();
+    for _ in 0..train_steps {
+        net = step(net);
+    }
+    let train_rate = train_steps as f64 / start.elapsed().as_secs_f64();
+
+    let net = net.valid();
+    let schedule = NoiseSchedule::new(&DiffusionConfig::default());
+    let cond: Tensor<4> = gaussian([BATCH, 2, size, size], &mut rng, &device);
+    let _ = net.forward(Tensor::cat(vec![cond.clone().narrow(1, 0, 1), cond.clone()], 1), &t);
+    let start = Instant::now();
+    let _ = sample(
+        &schedule,
+        Sampler::Ddim {
+            steps: SAMPLE_STEPS,
+            eta: 0.0,
+        },
+        [BATCH, 1, size, size],
+        1,
+        &device,
+        |x_t, step| {
+            let times = vec![step as f32; BATCH];
+            net.forward(Tensor::cat(vec![x_t, cond.clone()], 1), &times).output
+        },
+    );
+    let per_slice = start.elapsed().as_secs_f64() / BATCH as f64;
+    (params, train_rate, per_slice)
+}
+
+fn main() -> anyhow::Result<()> {
+    let python = std::env::var("MEDSYNTH_TORCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/diffusion_reference.py");
+    println!(
+        "attention UNet (base 32, res_blocks 1, tmsa 4 heads), batch {BATCH}, CPU ({} threads); DDIM {SAMPLE_STEPS} steps",
+        rayon::current_num_threads()
+    );
+    println!(
+        "{:<10} {:>10} {:>14} {:>14} {:>8} {:>16} {:>16} {:>8}",
+        "size", "params", "medsynth st/s", "torch st/s", "ratio", "medsynth s/slice", "torch s/slice", "ratio"
+    );
+    for (size, mult, attention, steps) in [(64, vec![1, 2, 2], 16, 5), (128, vec![1, 2, 2, 2], 16, 3)] {
+        let (params, rate, per_slice) = measure(size, &mult, attention, steps);
+        let mult_arg = mult.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(",");
+        let out = Command::new(&python)
+            .arg(&script)
+            .args([
+                size.to_string(),
+                "32".into(),
+                mult_arg,
+                attention.to_string(),
+                "4".into(),
+                BATCH.to_string(),
+                steps.to_string(),
+                SAMPLE_STEPS.to_string(),
+            ])
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{python} diffusion_reference.py failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let torch_rate = r["train_steps_per_s"].as_f64().unwrap_or(f64::NAN);
+        let torch_slice = r["sample_s_per_slice"].as_f64().unwrap_or(f64::NAN);
+        anyhow::ensure!(
+            r["params"].as_u64() == Some(params as u64),
+            "parameter counts differ: medsynth {params}, torch {}",
+            r["params"]
+        );
+        println!(
+            "{:<10} {:>10} {:>14.3} {:>14.3} {:>8.2} {:>16.4} {:>16.4} {:>8.2}",
+            format!("{size}x{size}"),
+            params,
+            rate,
+            torch_rate,
+            rate / torch_rate,
+            per_slice,
+            torch_slice,
+            torch_slice / per_slice
+        );
+    }
+    Ok(())
+}
