@@ -64,7 +64,10 @@ fn measure(size: usize, mult: &[usize], attention: usize, train_steps: usize) ->
     let net = net.valid();
     let schedule = NoiseSchedule::new(&DiffusionConfig::default());
     let cond: Tensor<4> = gaussian([BATCH, 2, size, size], &mut rng, &device);
-    let _ = net.forward(Tensor::cat(vec![cond.clone().narrow(1, 0, 1), cond.clone()], 1), &t);
+    let _ = net.forward(
+        Tensor::cat(vec![cond.clone().narrow(1, 0, 1), cond.clone()], 1),
+        &t,
+    );
     let start = Instant::now();
     let _ = sample(
         &schedule,
@@ -77,7 +80,8 @@ fn measure(size: usize, mult: &[usize], attention: usize, train_steps: usize) ->
         &device,
         |x_t, step| {
             let times = vec![step as f32; BATCH];
-            net.forward(Tensor::cat(vec![x_t, cond.clone()], 1), &times).output
+            net.forward(Tensor::cat(vec![x_t, cond.clone()], 1), &times)
+                .output
         },
     );
     let per_slice = start.elapsed().as_secs_f64() / BATCH as f64;
@@ -93,11 +97,24 @@ fn main() -> anyhow::Result<()> {
     );
     println!(
         "{:<10} {:>10} {:>14} {:>14} {:>8} {:>16} {:>16} {:>8}",
-        "size", "params", "medsynth st/s", "torch st/s", "ratio", "medsynth s/slice", "torch s/slice", "ratio"
+        "size",
+        "params",
+        "medsynth st/s",
+        "torch st/s",
+        "ratio",
+        "medsynth s/slice",
+        "torch s/slice",
+        "ratio"
     );
-    for (size, mult, attention, steps) in [(64, vec![1, 2, 2], 16, 5), (128, vec![1, 2, 2, 2], 16, 3)] {
+    for (size, mult, attention, steps) in
+        [(64, vec![1, 2, 2], 16, 5), (128, vec![1, 2, 2, 2], 16, 3)]
+    {
         let (params, rate, per_slice) = measure(size, &mult, attention, steps);
-        let mult_arg = mult.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(",");
+        let mult_arg = mult
+            .iter()
+            .map(|m| m.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
         let out = Command::new(&python)
             .arg(&script)
             .args([

@@ -198,3 +198,131 @@ fn v_prediction_recovers_x0_and_epsilon() {
     let (eps, x0_hat) = schedule.split(x_t, v, t);
     assert!(max_diff(&eps, &noise) < 1e-5 && max_diff(&x0_hat, &x0) < 1e-5);
 }
+
+mod guidance {
+    use super::*;
+    use medsynth::models::{Guidance, blur, guided_output, sag_mask};
+
+    fn setup() -> (medsynth::models::Unet, NoiseSchedule, Tensor<4>, Device) {
+        let device = Device::flex();
+        let net = seeded(&device, 3, || spec(true).init(&device));
+        let schedule = NoiseSchedule::new(&DiffusionConfig {
+            timesteps: 50,
+            ..DiffusionConfig::default()
+        });
+        let cond = gaussian([2, 2, 16, 16], &mut ChaCha8Rng::seed_from_u64(4), &device);
+        (net, schedule, cond, device)
+    }
+
+    #[test]
+    fn sag_at_scale_zero_and_cfg_at_one_are_the_unguided_sampler() {
+        let (net, schedule, cond, device) = setup();
+        let null = cond.zeros_like();
+        let sampler = Sampler::Ddim { steps: 4, eta: 0.0 };
+        let plain = sample(&schedule, sampler, [2, 1, 16, 16], 5, &device, |x, t| {
+            net.forward(Tensor::cat(vec![x, cond.clone()], 1), &[t as f32; 2])
+                .output
+        });
+        let guided = sample(&schedule, sampler, [2, 1, 16, 16], 5, &device, |x, t| {
+            guided_output(
+                &net,
+                &schedule,
+                Guidance { sag: 0.0, cfg: 1.0 },
+                x,
+                t,
+                Some(&cond),
+                Some(&null),
+            )
+        });
+        assert_eq!(values(&plain), values(&guided));
+        // Non-zero scales change the samples.
+        let sag = sample(&schedule, sampler, [2, 1, 16, 16], 5, &device, |x, t| {
+            guided_output(
+                &net,
+                &schedule,
+                Guidance { sag: 0.8, cfg: 1.0 },
+                x,
+                t,
+                Some(&cond),
+                Some(&null),
+            )
+        });
+        assert!(max_diff(&sag, &plain) > 1e-4);
+        let cfg = sample(&schedule, sampler, [2, 1, 16, 16], 5, &device, |x, t| {
+            guided_output(
+                &net,
+                &schedule,
+                Guidance { sag: 0.0, cfg: 2.0 },
+                x,
+                t,
+                Some(&cond),
+                Some(&null),
+            )
+        });
+        assert!(max_diff(&cfg, &plain) > 1e-4);
+    }
+
+    #[test]
+    fn cfg_is_the_unconditional_prediction_plus_w_times_the_difference() {
+        let (net, schedule, cond, device) = setup();
+        let null = cond.zeros_like();
+        let x = gaussian([2, 1, 16, 16], &mut ChaCha8Rng::seed_from_u64(9), &device);
+        let t = 20;
+        let c = net
+            .forward(Tensor::cat(vec![x.clone(), cond.clone()], 1), &[20.0; 2])
+            .output;
+        let u = net
+            .forward(Tensor::cat(vec![x.clone(), null.clone()], 1), &[20.0; 2])
+            .output;
+        let want = u.clone() + (c - u) * 3.0;
+        let got = guided_output(
+            &net,
+            &schedule,
+            Guidance { sag: 0.0, cfg: 3.0 },
+            x,
+            t,
+            Some(&cond),
+            Some(&null),
+        );
+        assert!(max_diff(&want, &got) < 1e-5);
+    }
+
+    #[test]
+    fn the_sag_mask_marks_keys_that_receive_more_than_their_share_of_attention() {
+        let device = Device::flex();
+        // Grid 2 x 2 (N = 4), one head: every query attends 70 % to key 1, 10 % to the others.
+        let row = [0.1f32, 0.7, 0.1, 0.1];
+        let map: Tensor<4> = Tensor::from_data(
+            burn::tensor::TensorData::new(row.repeat(4), [1, 1, 4, 4]),
+            &device,
+        );
+        let mask = values(&sag_mask(&map, (2, 2), (4, 4)));
+        // Key 1 is the top-right cell; upsampled to 4 x 4 it covers rows 0-1, columns 2-3.
+        let want: Vec<f32> = (0..16)
+            .map(|i| if i / 4 < 2 && i % 4 >= 2 { 1.0 } else { 0.0 })
+            .collect();
+        assert_eq!(mask, want);
+    }
+
+    #[test]
+    fn the_blur_keeps_constants_and_mass_and_spreads_a_point() {
+        let device = Device::flex();
+        let flat: Tensor<4> = Tensor::ones([1, 1, 12, 10], &device) * 3.0;
+        assert!(values(&blur(&flat)).iter().all(|v| (v - 3.0).abs() < 1e-5));
+        let mut point = vec![0f32; 400];
+        point[10 * 20 + 10] = 1.0;
+        let p: Tensor<4> = Tensor::from_data(
+            burn::tensor::TensorData::new(point, [1, 1, 20, 20]),
+            &device,
+        );
+        let b = values(&blur(&p));
+        assert!(
+            (b.iter().sum::<f32>() - 1.0).abs() < 1e-5,
+            "away from edges mass is kept"
+        );
+        // Separable Gaussian with σ = 1: the centre weight is (1 / Σ_k e^{-k²/2})², k = -4..4.
+        let z: f64 = (-4i32..=4).map(|k| (-(k * k) as f64 / 2.0).exp()).sum();
+        assert!((b[210] as f64 - 1.0 / (z * z)).abs() < 1e-6);
+        assert!((b[209] - b[211]).abs() < 1e-7 && (b[190] - b[230]).abs() < 1e-7);
+    }
+}

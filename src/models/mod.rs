@@ -9,10 +9,12 @@
 mod attention;
 pub mod diffusion;
 mod embedding;
+mod guidance;
 mod unet;
 
 pub use attention::{SelfAttention, SelfAttentionConfig};
 pub use embedding::{TimeEmbedding, timestep_embedding};
+pub use guidance::{Guidance, blur, guided_output, sag_mask};
 pub use unet::{Unet, UnetOutput, UnetSpec};
 
 use std::sync::Mutex;
