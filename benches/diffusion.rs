@@ -35,6 +35,7 @@ fn spec(size: usize, mult: &[usize], attention: usize) -> UnetSpec {
         time_dependent: true,
         attention_resolutions: vec![attention],
         image_size: size,
+        window: None,
     }
 }
 
@@ -75,6 +76,7 @@ fn measure(size: usize, mult: &[usize], attention: usize, train_steps: usize) ->
             steps: SAMPLE_STEPS,
             eta: 0.0,
         },
+        None,
         [BATCH, 1, size, size],
         1,
         &device,

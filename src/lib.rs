@@ -13,6 +13,7 @@ pub mod pipeline;
 pub mod preprocess;
 pub mod provenance;
 pub mod spec;
+pub mod synth;
 pub mod train;
 pub mod volume;
 

@@ -49,7 +49,10 @@ fn run_stops_before_any_work_at_an_unavailable_stage() {
     ]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains("stage [train] is not available yet"), "{err}");
+    assert!(
+        err.contains("stage [evaluate] is not available yet"),
+        "{err}"
+    );
     assert!(err.contains("nothing was done"), "{err}");
     // Nothing written under the run root.
     assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);

@@ -34,6 +34,7 @@ fn spec(time_dependent: bool) -> UnetSpec {
         time_dependent,
         attention_resolutions: vec![8],
         image_size: 16,
+        window: None,
     }
 }
 
@@ -70,6 +71,7 @@ fn time_dependent_attention_without_its_time_terms_is_multi_head_attention() {
             heads: 4,
             groups: 4,
             time_dim: Some(32),
+            window: None,
         }
         .init(&device)
     });
@@ -143,19 +145,31 @@ fn ddim_with_eta_one_over_every_step_is_the_ddpm_posterior() {
     }
     // Whole trajectories with the same seed and a fixed "network".
     let net = |x: Tensor<4>, t: usize| x * (0.3 + t as f64 / 200.0);
-    let a = sample(&schedule, Sampler::Ddpm, shape, 8, &device, net);
+    let a = sample(&schedule, Sampler::Ddpm, None, shape, 8, &device, net);
     let b = sample(
         &schedule,
         Sampler::Ddim {
             steps: 60,
             eta: 1.0,
         },
+        None,
         shape,
         8,
         &device,
         net,
     );
     assert!(max_diff(&a, &b) < 1e-4, "{}", max_diff(&a, &b));
+    // Still with x̂0 clipped to the data range (ε̂ recomputed from the clipped x̂0), and the
+    // clipping does act: this network's x̂0 leaves [-1, 1].
+    let ddim = Sampler::Ddim {
+        steps: 60,
+        eta: 1.0,
+    };
+    let clip = Some([-1.0, 1.0]);
+    let a_clip = sample(&schedule, Sampler::Ddpm, clip, shape, 8, &device, net);
+    let b_clip = sample(&schedule, ddim, clip, shape, 8, &device, net);
+    assert!(max_diff(&a_clip, &b_clip) < 1e-4);
+    assert!(max_diff(&a, &a_clip) > 1e-2);
     // A seed fixes the samples; DDIM with η = 0 is deterministic given the start noise.
     let c = sample(
         &schedule,
@@ -163,6 +177,7 @@ fn ddim_with_eta_one_over_every_step_is_the_ddpm_posterior() {
             steps: 10,
             eta: 0.0,
         },
+        None,
         shape,
         8,
         &device,
@@ -174,6 +189,7 @@ fn ddim_with_eta_one_over_every_step_is_the_ddpm_posterior() {
             steps: 10,
             eta: 0.0,
         },
+        None,
         shape,
         8,
         &device,
@@ -219,46 +235,90 @@ mod guidance {
         let (net, schedule, cond, device) = setup();
         let null = cond.zeros_like();
         let sampler = Sampler::Ddim { steps: 4, eta: 0.0 };
-        let plain = sample(&schedule, sampler, [2, 1, 16, 16], 5, &device, |x, t| {
-            net.forward(Tensor::cat(vec![x, cond.clone()], 1), &[t as f32; 2])
-                .output
-        });
-        let guided = sample(&schedule, sampler, [2, 1, 16, 16], 5, &device, |x, t| {
-            guided_output(
-                &net,
-                &schedule,
-                Guidance { sag: 0.0, cfg: 1.0 },
-                x,
-                t,
-                Some(&cond),
-                Some(&null),
-            )
-        });
+        let plain = sample(
+            &schedule,
+            sampler,
+            None,
+            [2, 1, 16, 16],
+            5,
+            &device,
+            |x, t| {
+                net.forward(Tensor::cat(vec![x, cond.clone()], 1), &[t as f32; 2])
+                    .output
+            },
+        );
+        let guided = sample(
+            &schedule,
+            sampler,
+            None,
+            [2, 1, 16, 16],
+            5,
+            &device,
+            |x, t| {
+                guided_output(
+                    &net,
+                    &schedule,
+                    Guidance {
+                        sag: 0.0,
+                        cfg: 1.0,
+                        ..Guidance::default()
+                    },
+                    x,
+                    t,
+                    Some(&cond),
+                    Some(&null),
+                )
+            },
+        );
         assert_eq!(values(&plain), values(&guided));
         // Non-zero scales change the samples.
-        let sag = sample(&schedule, sampler, [2, 1, 16, 16], 5, &device, |x, t| {
-            guided_output(
-                &net,
-                &schedule,
-                Guidance { sag: 0.8, cfg: 1.0 },
-                x,
-                t,
-                Some(&cond),
-                Some(&null),
-            )
-        });
+        let sag = sample(
+            &schedule,
+            sampler,
+            None,
+            [2, 1, 16, 16],
+            5,
+            &device,
+            |x, t| {
+                guided_output(
+                    &net,
+                    &schedule,
+                    Guidance {
+                        sag: 0.8,
+                        cfg: 1.0,
+                        ..Guidance::default()
+                    },
+                    x,
+                    t,
+                    Some(&cond),
+                    Some(&null),
+                )
+            },
+        );
         assert!(max_diff(&sag, &plain) > 1e-4);
-        let cfg = sample(&schedule, sampler, [2, 1, 16, 16], 5, &device, |x, t| {
-            guided_output(
-                &net,
-                &schedule,
-                Guidance { sag: 0.0, cfg: 2.0 },
-                x,
-                t,
-                Some(&cond),
-                Some(&null),
-            )
-        });
+        let cfg = sample(
+            &schedule,
+            sampler,
+            None,
+            [2, 1, 16, 16],
+            5,
+            &device,
+            |x, t| {
+                guided_output(
+                    &net,
+                    &schedule,
+                    Guidance {
+                        sag: 0.0,
+                        cfg: 2.0,
+                        ..Guidance::default()
+                    },
+                    x,
+                    t,
+                    Some(&cond),
+                    Some(&null),
+                )
+            },
+        );
         assert!(max_diff(&cfg, &plain) > 1e-4);
     }
 
@@ -278,7 +338,11 @@ mod guidance {
         let got = guided_output(
             &net,
             &schedule,
-            Guidance { sag: 0.0, cfg: 3.0 },
+            Guidance {
+                sag: 0.0,
+                cfg: 3.0,
+                ..Guidance::default()
+            },
             x,
             t,
             Some(&cond),
@@ -308,14 +372,18 @@ mod guidance {
     fn the_blur_keeps_constants_and_mass_and_spreads_a_point() {
         let device = Device::flex();
         let flat: Tensor<4> = Tensor::ones([1, 1, 12, 10], &device) * 3.0;
-        assert!(values(&blur(&flat)).iter().all(|v| (v - 3.0).abs() < 1e-5));
+        assert!(
+            values(&blur(&flat, 1.0))
+                .iter()
+                .all(|v| (v - 3.0).abs() < 1e-5)
+        );
         let mut point = vec![0f32; 400];
         point[10 * 20 + 10] = 1.0;
         let p: Tensor<4> = Tensor::from_data(
             burn::tensor::TensorData::new(point, [1, 1, 20, 20]),
             &device,
         );
-        let b = values(&blur(&p));
+        let b = values(&blur(&p, 1.0));
         assert!(
             (b.iter().sum::<f32>() - 1.0).abs() < 1e-5,
             "away from edges mass is kept"
@@ -324,5 +392,63 @@ mod guidance {
         let z: f64 = (-4i32..=4).map(|k| (-(k * k) as f64 / 2.0).exp()).sum();
         assert!((b[210] as f64 - 1.0 / (z * z)).abs() < 1e-6);
         assert!((b[209] - b[211]).abs() < 1e-7 && (b[190] - b[230]).abs() < 1e-7);
+        // σ = 2 reaches 8 pixels out, as scipy.ndimage.gaussian_filter's truncate = 4 does.
+        let b2 = values(&blur(&p, 2.0));
+        let z2: f64 = (-8i32..=8).map(|k| (-(k * k) as f64 / 8.0).exp()).sum();
+        assert!((b2[210] as f64 - 1.0 / (z2 * z2)).abs() < 1e-6);
+        assert!(b2[210 + 8] > 0.0 && b2[210 + 9] == 0.0);
     }
+}
+
+#[test]
+fn windowed_attention_is_global_attention_restricted_to_each_window() {
+    use medsynth::models::relative_index;
+    let device = Device::flex();
+    let block = seeded(&device, 11, || {
+        SelfAttentionConfig {
+            channels: 8,
+            heads: 2,
+            groups: 4,
+            time_dim: Some(16),
+            window: Some(4),
+        }
+        .init(&device)
+    });
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let x = gaussian([2, 8, 8, 12], &mut rng, &device);
+    let time: Tensor<2> = gaussian([2, 16, 1, 1], &mut rng, &device).reshape([2, 16]);
+    let (out, local) = block.forward(x.clone(), Some(&time));
+    assert_eq!(out.dims(), [2, 8, 8, 12]);
+    // 2 samples x (2 x 3) windows, 2 heads, 16 tokens per window.
+    assert_eq!(local.dims(), [12, 2, 16, 16]);
+    let (_, global) = block.clone().as_global().forward(x, Some(&time));
+    let (l, g) = (values(&local), values(&global));
+    // With the bias at zero, each window's map is the global map's rows restricted to the
+    // window's keys and renormalized; tokens and windows are in row-major order.
+    for s in 0..2 {
+        for (wy, wx) in [(0, 0), (0, 2), (1, 1)] {
+            let window = s * 6 + wy * 3 + wx;
+            let token = |i: usize| (wy * 4 + i / 4) * 12 + wx * 4 + i % 4;
+            for head in 0..2 {
+                for qi in 0..16 {
+                    let row = |k: usize| g[((s * 2 + head) * 96 + token(qi)) * 96 + token(k)];
+                    let total: f32 = (0..16).map(row).sum();
+                    for ki in 0..16 {
+                        let want = row(ki) / total;
+                        let got = l[((window * 2 + head) * 16 + qi) * 16 + ki];
+                        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+                    }
+                }
+            }
+        }
+    }
+    // The relative position table index for a 2 x 2 window (3 x 3 offsets): query (0, 0)
+    // sees keys at offsets (0,0), (0,-1), (-1,0), (-1,-1) -> entries 4, 3, 1, 0.
+    let index = relative_index(2, &device)
+        .to_data()
+        .convert::<i64>()
+        .try_to_vec::<i64>()
+        .unwrap();
+    assert_eq!(&index[..4], &[4, 3, 1, 0]);
+    assert_eq!(&index[12..], &[8, 7, 5, 4]);
 }

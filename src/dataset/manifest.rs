@@ -80,23 +80,40 @@ pub fn write_parquet(path: &Path, df: &mut DataFrame) -> Result<(), StoreError> 
     file.commit().map_err(|e| err(Box::new(e)))
 }
 
+/// Reads a parquet file whole; errors name the file.
+pub fn read_parquet(path: &Path) -> Result<DataFrame, StoreError> {
+    let file = std::fs::File::open(path).map_err(|e| StoreError::Invalid {
+        path: path.to_owned(),
+        what: format!("cannot open: {e}"),
+    })?;
+    ParquetReader::new(file)
+        .finish()
+        .map_err(|e| StoreError::Invalid {
+            path: path.to_owned(),
+            what: format!("not a readable parquet file: {e}"),
+        })
+}
+
+/// A string column of `df` (read from `path`), nulls as empty strings.
+pub fn text_column(df: &DataFrame, path: &Path, name: &str) -> Result<Vec<String>, StoreError> {
+    let c = df
+        .column(name)
+        .and_then(|c| c.str().cloned())
+        .map_err(|e| StoreError::Invalid {
+            path: path.to_owned(),
+            what: format!("column {name}: {e}"),
+        })?;
+    Ok(c.iter().map(|v| v.unwrap_or_default().to_owned()).collect())
+}
+
 /// Reads a manifest written by [`write_manifest`].
 pub fn read_manifest(path: &Path) -> Result<Vec<ManifestRow>, StoreError> {
     let bad = |what: String| StoreError::Invalid {
         path: path.to_owned(),
         what,
     };
-    let file = std::fs::File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
-    let df = ParquetReader::new(file)
-        .finish()
-        .map_err(|e| bad(format!("not a readable parquet file: {e}")))?;
-    let text = |name: &str| -> Result<Vec<String>, StoreError> {
-        let c = df
-            .column(name)
-            .and_then(|c| c.str().cloned())
-            .map_err(|e| bad(format!("column {name}: {e}")))?;
-        Ok(c.iter().map(|v| v.unwrap_or_default().to_owned()).collect())
-    };
+    let df = read_parquet(path)?;
+    let text = |name: &str| text_column(&df, path, name);
     let uint = |name: &str| -> Result<Vec<u32>, StoreError> {
         let c = df
             .column(name)

@@ -7,7 +7,9 @@ mod manifest;
 mod safetensors;
 
 pub use loader::{Batch, Loader, SliceSet, augment};
-pub use manifest::{ManifestRow, read_manifest, write_manifest, write_parquet};
+pub use manifest::{
+    ManifestRow, read_manifest, read_parquet, text_column, write_manifest, write_parquet,
+};
 pub use safetensors::{read_shard, write_shard};
 
 use std::path::PathBuf;

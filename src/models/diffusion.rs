@@ -34,8 +34,14 @@ fn per_sample(values: &[f64], device: &Device) -> Tensor<4> {
 impl NoiseSchedule {
     /// The schedule a pipeline's `model.diffusion` names: linear β from `beta_start` to
     /// `beta_end`, or the cosine ᾱ of Nichol & Dhariwal 2021 (s = 0.008, β clipped at 0.999).
+    ///
+    /// `beta_start` and `beta_end` are the values for T = 1000 and are scaled by 1000 / T, as
+    /// improved-diffusion's `get_named_beta_schedule("linear")` does: ᾱ_{T-1} then stays near
+    /// 4e-5 for any T, so sampling from pure noise matches the end of the forward process.
+    /// (Unscaled, T = 200 would end at ᾱ ≈ 0.13, a third of the signal still there.)
     pub fn new(cfg: &DiffusionConfig) -> Self {
         let t = cfg.timesteps.max(1) as usize;
+        let scale = 1000.0 / t as f64;
         let betas: Vec<f64> = match cfg.schedule {
             Schedule::Linear => (0..t)
                 .map(|i| {
@@ -44,7 +50,7 @@ impl NoiseSchedule {
                     } else {
                         0.0
                     };
-                    cfg.beta_start + f * (cfg.beta_end - cfg.beta_start)
+                    (scale * (cfg.beta_start + f * (cfg.beta_end - cfg.beta_start))).min(0.999)
                 })
                 .collect(),
             Schedule::Cosine => {
@@ -200,9 +206,15 @@ pub enum Sampler {
 
 /// Runs the reverse process from pure noise. `predict(x_t, t)` returns the network output
 /// for every sample at step `t`. Noise comes from `ChaCha8(seed)`, so a seed fixes the result.
+///
+/// With `clip = Some([lo, hi])` (the data range, when normalization bounds it) each x̂0 is
+/// clamped to it and ε̂ recomputed from the clamped x̂0, as guided-diffusion's `clip_denoised`
+/// and diffusers' `clip_sample` do; this keeps early, poorly predicted steps from throwing the
+/// trajectory out of the data range.
 pub fn sample(
     schedule: &NoiseSchedule,
     sampler: Sampler,
+    clip: Option<[f32; 2]>,
     shape: [usize; 4],
     seed: u64,
     device: &Device,
@@ -216,7 +228,12 @@ pub fn sample(
     };
     for (i, &t) in times.iter().enumerate() {
         let output = predict(x.clone(), t);
-        let (eps, x0) = schedule.split(x.clone(), output, t);
+        let (mut eps, mut x0) = schedule.split(x.clone(), output, t);
+        if let Some([lo, hi]) = clip {
+            x0 = x0.clamp(lo, hi);
+            let ab = schedule.alpha_bars[t];
+            eps = (x.clone() - x0.clone() * ab.sqrt()) / (1.0 - ab).sqrt();
+        }
         let z = gaussian(shape, &mut rng, device);
         x = match sampler {
             Sampler::Ddpm => schedule.ddpm_step(x, x0, t, z),

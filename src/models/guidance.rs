@@ -15,7 +15,7 @@
 //! ```text
 //! m      = 1[ Σ_query mean_heads A > 1 ]          (attention a key receives, above its mean 1)
 //! M      = m reshaped to the middle grid, nearest-upsampled to H × W
-//! x̃0     = M · blur(x̂0) + (1 - M) · x̂0           (Gaussian blur, kernel 9, σ = 1, reflect)
+//! x̃0     = M · blur(x̂0) + (1 - M) · x̂0           (Gaussian blur σ = sag_blur_sigma, 1 in the reference: 9 taps, reflect)
 //! x̃_t    = √ᾱ_t x̃0 + √(1 - ᾱ_t) ε                (re-noised with the branch's own ε)
 //! ε      = ε + s · (ε_branch - ε(x̃_t))           (same condition as the branch)
 //! ```
@@ -35,11 +35,17 @@ pub struct Guidance {
     pub sag: f64,
     /// Classifier-free guidance scale w; 1 disables it.
     pub cfg: f64,
+    /// σ in pixels of SAG's Gaussian blur (the reference uses 1).
+    pub blur_sigma: f64,
 }
 
 impl Default for Guidance {
     fn default() -> Self {
-        Guidance { sag: 0.0, cfg: 1.0 }
+        Guidance {
+            sag: 0.0,
+            cfg: 1.0,
+            blur_sigma: 1.0,
+        }
     }
 }
 
@@ -81,14 +87,15 @@ pub fn sag_mask(attention: &Tensor<4>, grid: (usize, usize), size: (usize, usize
     Tensor::from_data(TensorData::new(out, [b, 1, h, w]), &attention.device())
 }
 
-/// Gaussian blur (kernel 9, σ = 1, reflect padding) of every channel, as the reference SAG code
-/// applies to x̂0.
-pub fn blur(x: &Tensor<4>) -> Tensor<4> {
+/// Gaussian blur with standard deviation `sigma` pixels (kernel radius ⌈4σ⌉, reflect padding)
+/// of every channel; σ = 1 gives the kernel of 9 taps the reference SAG code applies to x̂0.
+pub fn blur(x: &Tensor<4>, sigma: f64) -> Tensor<4> {
     let [b, c, h, w] = x.dims();
     let v = host(x);
-    let radius = 4i64;
+    let sigma = sigma.max(1e-3);
+    let radius = (4.0 * sigma).ceil() as i64;
     let kernel: Vec<f64> = (-radius..=radius)
-        .map(|i| (-(i * i) as f64 / 2.0).exp())
+        .map(|i| (-(i * i) as f64 / (2.0 * sigma * sigma)).exp())
         .collect();
     let total: f64 = kernel.iter().sum();
     let kernel: Vec<f64> = kernel.iter().map(|k| k / total).collect();
@@ -162,8 +169,12 @@ pub fn guided_output(
     let [b, _, h, w] = x_t.dims();
     let times = vec![t as f32; b];
     let conditional = net.forward(input(x_t.clone(), cond), &times);
-    let eps_c = epsilon(schedule, &x_t, conditional.output, t);
     let use_cfg = guidance.cfg != 1.0 && cond.is_some();
+    if !use_cfg && guidance.sag == 0.0 {
+        // Unguided: the network's own output, untouched by a round trip through ε.
+        return conditional.output;
+    }
+    let eps_c = epsilon(schedule, &x_t, conditional.output, t);
     let (mut eps, branch) = if use_cfg {
         let unconditional = net.forward(input(x_t.clone(), null), &times);
         let eps_u = epsilon(schedule, &x_t, unconditional.output, t);
@@ -181,7 +192,8 @@ pub fn guided_output(
         // The middle grid keeps the image's aspect ratio: h/f × w/f with (h/f)(w/f) = n.
         let f = ((h * w) as f64 / n as f64).sqrt().round().max(1.0) as usize;
         let mask = sag_mask(&map, (h / f, w / f), (h, w));
-        let degraded = blur(&x0) * mask.clone() + x0 * (mask.ones_like() - mask);
+        let degraded =
+            blur(&x0, guidance.blur_sigma) * mask.clone() + x0 * (mask.ones_like() - mask);
         let x_tilde = degraded * ab.sqrt() + eps_b.clone() * (1.0 - ab).sqrt();
         let out = net
             .forward(input(x_tilde.clone(), branch_cond), &times)

@@ -12,7 +12,7 @@ mod embedding;
 mod guidance;
 mod unet;
 
-pub use attention::{SelfAttention, SelfAttentionConfig};
+pub use attention::{SelfAttention, SelfAttentionConfig, relative_index};
 pub use embedding::{TimeEmbedding, timestep_embedding};
 pub use guidance::{Guidance, blur, guided_output, sag_mask};
 pub use unet::{Unet, UnetOutput, UnetSpec};

@@ -16,7 +16,7 @@ use burn::tensor::{Device, Tensor};
 use super::{SelfAttention, SelfAttentionConfig, TimeEmbedding};
 
 /// The UNet's shape, resolved from the pipeline file and the data.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct UnetSpec {
     /// Input channels (noisy target, conditions, availability masks).
     pub in_channels: usize,
@@ -34,6 +34,10 @@ pub struct UnetSpec {
     pub attention_resolutions: Vec<usize>,
     /// Shorter side of the input images.
     pub image_size: usize,
+    /// Window side for windowed attention at the attention resolutions (`tmsa` with
+    /// `model.attention.window`); the middle block, whose map Self-Attention Guidance reads,
+    /// always attends globally.
+    pub window: Option<usize>,
 }
 
 fn conv3(i: usize, o: usize, device: &Device) -> Conv2d {
@@ -133,6 +137,37 @@ pub struct UnetOutput {
 }
 
 impl UnetSpec {
+    /// The backbone `model` configures, for the given channel counts and the shorter side of
+    /// the stored slices.
+    pub fn from_model(
+        model: &crate::spec::ModelSection,
+        in_channels: usize,
+        out_channels: usize,
+        image_size: usize,
+    ) -> Self {
+        let attention = &model.attention;
+        let on = attention.kind != crate::spec::AttentionKind::None;
+        UnetSpec {
+            in_channels,
+            out_channels,
+            base_channels: model.unet.base_channels as usize,
+            channel_mult: model
+                .unet
+                .channel_mult
+                .iter()
+                .map(|&m| m as usize)
+                .collect(),
+            res_blocks: model.unet.res_blocks as usize,
+            groups: model.unet.groups as usize,
+            dropout: model.unet.dropout,
+            heads: if on { attention.heads as usize } else { 0 },
+            time_dependent: attention.kind == crate::spec::AttentionKind::Tmsa,
+            attention_resolutions: attention.resolutions.iter().map(|&r| r as usize).collect(),
+            image_size,
+            window: attention.window.map(|w| w as usize),
+        }
+    }
+
     /// Builds the network (not seeded; see [`super::seeded`]).
     pub fn init(&self, device: &Device) -> Unet {
         let base = self.base_channels;
@@ -146,6 +181,7 @@ impl UnetSpec {
                     heads: self.heads,
                     groups: g,
                     time_dim: self.time_dependent.then_some(tdim),
+                    window: self.window,
                 }
                 .init(device)
             })
@@ -183,6 +219,7 @@ impl UnetSpec {
                 heads: self.heads,
                 groups: g,
                 time_dim: self.time_dependent.then_some(tdim),
+                window: None,
             }
             .init(device)
         });

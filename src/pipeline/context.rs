@@ -116,6 +116,11 @@ impl Run {
         self.provenance.push(row);
     }
 
+    /// Drops the rows of artifacts `gone` names (files a stage rotated away).
+    pub fn forget(&mut self, gone: impl Fn(&str) -> bool) {
+        self.provenance.retain(|r| !gone(&r.artifact));
+    }
+
     /// Writes `provenance.parquet` with every row so far, and a row for itself is not kept
     /// (a file cannot list its own digest).
     pub fn save_provenance(&self) -> Result<PathBuf, RunError> {

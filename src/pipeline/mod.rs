@@ -8,6 +8,8 @@
 mod context;
 mod input;
 mod preprocess;
+mod synthesize;
+mod train;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -15,8 +17,10 @@ use std::path::{Path, PathBuf};
 pub use context::{Run, now_rfc3339, sha256_file};
 pub use input::{Skip, Subjects};
 pub use preprocess::{Store, channel_names};
+pub use synthesize::{Synthesized, clip_range, generator};
+pub use train::{device, diffusion_trainer};
 
-use crate::spec::PipelineFile;
+use crate::spec::{ModelKind, PipelineFile};
 
 /// A stage of a run, in execution order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -68,12 +72,16 @@ pub fn stages(file: &PipelineFile) -> Vec<Stage> {
 fn available(stage: Stage, file: &PipelineFile) -> Result<(), &'static str> {
     match stage {
         Stage::Input | Stage::Preprocess => Ok(()),
-        Stage::Train => Err("training arrives with the diffusion and GAN models"),
-        Stage::Synthesize => Err("synthesis arrives with the diffusion and GAN models"),
+        Stage::Train | Stage::Synthesize
+            if file.model.as_ref().map(|m| m.kind) == Some(ModelKind::Sagan) =>
+        {
+            Err("the self-attention GAN arrives with its own issue; use model.kind = \"diffusion\"")
+        }
+        Stage::Train | Stage::Synthesize => Ok(()),
         Stage::Evaluate => Err("metrics arrive with the evaluation stage"),
-        // Without a model, the output stage writes the preprocessed volumes.
-        Stage::Output if file.model.is_none() => Ok(()),
-        Stage::Output => Err("exports and reports arrive with the evaluation stage"),
+        // The output stage writes the preprocessed volumes; exports of synthesized volumes
+        // and the report come with the evaluation stage.
+        Stage::Output => Ok(()),
     }
 }
 
@@ -165,6 +173,9 @@ pub struct Outcome {
     pub run_dir: PathBuf,
     pub store: Store,
     pub skipped: Vec<Skip>,
+    /// The checkpoint trained (or given) when the file has `[train]`.
+    pub checkpoint: Option<PathBuf>,
+    pub synthesized: Option<Synthesized>,
     pub provenance: PathBuf,
 }
 
@@ -190,6 +201,14 @@ impl fmt::Display for Outcome {
                 writeln!(f, "  {} [{}]: {}", s.subject, s.stage, s.reason)?;
             }
         }
+        if let Some(c) = &self.checkpoint {
+            writeln!(f, "checkpoint   {}", c.display())?;
+        }
+        if let Some(s) = &self.synthesized {
+            for v in &s.variants {
+                writeln!(f, "synthesized  {} ({} slices)", v.display(), s.slices)?;
+            }
+        }
         write!(f, "provenance   {}", self.provenance.display())
     }
 }
@@ -210,11 +229,35 @@ pub fn execute(plan: Plan, root: &Path) -> Result<Outcome, RunError> {
     let mut skipped = subjects.skipped.clone();
     run.save_provenance()?;
     let store = preprocess::run(&mut run, &subjects, &mut skipped)?;
+    run.save_provenance()?;
+    let stages = run.plan.stages.clone();
+    let checkpoint = if stages.contains(&Stage::Train) {
+        Some(train::run(&mut run, &store)?)
+    } else {
+        run.plan
+            .file
+            .model
+            .as_ref()
+            .and_then(|m| m.checkpoint.as_ref())
+            .map(|c| run.resolve(c))
+    };
+    let synthesized = match (stages.contains(&Stage::Synthesize), &checkpoint) {
+        (true, Some(c)) => Some(synthesize::run(&mut run, &store, c)?),
+        (true, None) => {
+            return Err(RunError::Nothing {
+                stage: Stage::Synthesize,
+                what: "no model to apply: add [train] or set model.checkpoint".into(),
+            });
+        }
+        (false, _) => None,
+    };
     let provenance = run.save_provenance()?;
     Ok(Outcome {
         run_dir: run.dir().to_owned(),
         store,
         skipped,
+        checkpoint,
+        synthesized,
         provenance,
     })
 }

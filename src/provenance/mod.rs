@@ -76,3 +76,65 @@ pub fn write(path: &Path, rows: &[ProvenanceRow]) -> Result<(), crate::dataset::
     .map_err(|e| err(Box::new(e)))?;
     crate::dataset::write_parquet(path, &mut df)
 }
+
+/// Reads a table written by [`write`].
+pub fn read(path: &Path) -> Result<Vec<ProvenanceRow>, crate::dataset::StoreError> {
+    use crate::dataset::{read_parquet, text_column};
+    let df = read_parquet(path)?;
+    let text = |name: &str| text_column(&df, path, name);
+    let seeds: Vec<u64> = df
+        .column("seed")
+        .and_then(|c| c.u64().cloned())
+        .map_err(|e| crate::dataset::StoreError::Invalid {
+            path: path.to_owned(),
+            what: format!("column seed: {e}"),
+        })?
+        .iter()
+        .map(|v| v.unwrap_or_default())
+        .collect();
+    let columns = [
+        "artifact",
+        "sha256",
+        "kind",
+        "subject",
+        "sources",
+        "source_sha256",
+        "source_series_uids",
+        "stage",
+        "config_hash",
+        "checkpoint_sha256",
+        "sampler",
+        "guidance",
+        "medsynth_version",
+        "git_commit",
+        "started",
+        "finished",
+    ];
+    let mut c: Vec<std::vec::IntoIter<String>> = columns
+        .iter()
+        .map(|n| text(n).map(Vec::into_iter))
+        .collect::<Result<_, _>>()?;
+    let mut next = |i: usize| c[i].next().unwrap_or_default();
+    Ok(seeds
+        .into_iter()
+        .map(|seed| ProvenanceRow {
+            artifact: next(0),
+            sha256: next(1),
+            kind: next(2),
+            subject: next(3),
+            sources: next(4),
+            source_sha256: next(5),
+            source_series_uids: next(6),
+            stage: next(7),
+            config_hash: next(8),
+            checkpoint_sha256: next(9),
+            sampler: next(10),
+            guidance: next(11),
+            seed,
+            medsynth_version: next(12),
+            git_commit: next(13),
+            started: next(14),
+            finished: next(15),
+        })
+        .collect())
+}

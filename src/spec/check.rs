@@ -687,12 +687,17 @@ fn check_unet(file: &PipelineFile, model: &ModelSection, out: &mut Findings) {
                         ),
                     );
                 }
+                // Both sides of the feature map at this level must split into windows.
+                let f = short / r.max(1);
+                let (rh, rw) = (size[0] / f.max(1), size[1] / f.max(1));
                 if let Some(w) = a.window
-                    && (w == 0 || !r.is_multiple_of(w))
+                    && (w == 0 || !rh.is_multiple_of(w) || !rw.is_multiple_of(w))
                 {
                     out.add(
                         "model.attention.window",
-                        format!("window {w} does not divide the attention resolution {r}"),
+                        format!(
+                            "window {w} does not divide the {rh} x {rw} feature map at attention resolution {r}"
+                        ),
                     );
                 }
             }

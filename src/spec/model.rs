@@ -258,13 +258,18 @@ pub enum Schedule {
 }
 
 /// What the network predicts.
+///
+/// The default is `v`: at high noise an ε-predicting network's x̂0 = (x_t - √(1-ᾱ) ε̂)/√ᾱ
+/// amplifies small errors, and with short training it ignores the condition there. On the
+/// T1 → T2 overfit test (5 phantom slices, 250 steps) DDIM samples reach SSIM 0.88-0.92 with
+/// `v` over three seeds and 0.07 with `epsilon`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Prediction {
-    /// The added noise ε.
-    #[default]
+    /// The added noise ε (Ho et al. 2020).
     Epsilon,
     /// The velocity v = sqrt(ᾱ) ε - sqrt(1 - ᾱ) x0 (Salimans & Ho 2022).
+    #[default]
     V,
 }
 
@@ -278,13 +283,13 @@ pub struct DiffusionConfig {
     /// Number of diffusion steps T. Default 1000.
     #[serde(default = "default_timesteps")]
     pub timesteps: u32,
-    /// First beta of the linear schedule. Default 1e-4.
+    /// First beta of the linear schedule, as for T = 1000 (scaled by 1000 / T). Default 1e-4.
     #[serde(default = "default_beta_start")]
     pub beta_start: f64,
-    /// Last beta of the linear schedule. Default 0.02.
+    /// Last beta of the linear schedule, as for T = 1000 (scaled by 1000 / T). Default 0.02.
     #[serde(default = "default_beta_end")]
     pub beta_end: f64,
-    /// `epsilon` or `v`. Default `epsilon`.
+    /// `epsilon` or `v`. Default `v`.
     #[serde(default)]
     pub prediction: Prediction,
 }

@@ -168,14 +168,15 @@ impl Conditioning {
 
     /// For each row of `set`, whether each input modality is real there.
     pub fn availability(&self, set: &SliceSet, rows: &[usize]) -> Vec<Vec<bool>> {
-        rows.iter()
-            .map(|&r| {
-                let missing: Vec<&str> = set.rows[r].channels_missing.split(',').collect();
-                self.inputs
-                    .iter()
-                    .map(|(m, _)| !missing.contains(&m.as_str()))
-                    .collect()
-            })
+        rows.iter().map(|&r| self.available(&set.rows[r])).collect()
+    }
+
+    /// Whether each input modality is real in a stored slice.
+    pub fn available(&self, row: &crate::dataset::ManifestRow) -> Vec<bool> {
+        let missing: Vec<&str> = row.channels_missing.split(',').collect();
+        self.inputs
+            .iter()
+            .map(|(m, _)| !missing.contains(&m.as_str()))
             .collect()
     }
 
@@ -365,8 +366,17 @@ impl DiffusionTrainer {
                 let p = dir.join(name);
                 ModuleRecord::load(&p).map_err(|e| record_err(&p, e))
             };
-            net = net.load_record(load("model.bpk")?);
-            ema.model = ema.model.clone().load_record(load("ema.bpk")?);
+            let fit = |name: &str, e: burn::store::RecordError| {
+                record_err(&dir.join(name), format!("does not fit this model: {e:?}"))
+            };
+            net = net
+                .try_load_record(load("model.bpk")?)
+                .map_err(|e| fit("model.bpk", e))?;
+            ema.model = ema
+                .model
+                .clone()
+                .try_load_record(load("ema.bpk")?)
+                .map_err(|e| fit("ema.bpk", e))?;
             let p = dir.join("optimizer.bpk");
             optim = optim.load_record(OptimizerRecord::load(&p).map_err(|e| record_err(&p, e))?);
             step = state.step;
@@ -394,7 +404,10 @@ impl DiffusionTrainer {
                 epoch: step / per_epoch.max(1),
                 batch: step % per_epoch.max(1),
                 seed: self.seed,
-                extra: serde_json::json!({ "in_channels": self.spec.in_channels }),
+                extra: serde_json::json!({
+                    "unet": self.spec,
+                    "label_classes": self.conditioning.label.map(|(_, k)| k),
+                }),
             };
             self.checkpoints.save(&state, |dir| {
                 net.clone()

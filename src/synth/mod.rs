@@ -1,0 +1,61 @@
+//! Applying a trained generator to stored slices. Everything downstream (writing slices,
+//! reassembling volumes, metrics, reports) sees only [`Generator`], so it does not depend on
+//! the model family.
+
+pub mod diffusion;
+
+use ndarray::Array4;
+
+use crate::dataset::ManifestRow;
+
+pub use diffusion::DiffusionGenerator;
+
+/// Why synthesis failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SynthError {
+    #[error("{0}")]
+    Setup(String),
+    #[error("{path}: {what}")]
+    Checkpoint {
+        path: std::path::PathBuf,
+        what: String,
+    },
+}
+
+/// A model that produces target modalities for stored slices.
+pub trait Generator {
+    /// The modalities it produces, in output channel order.
+    fn targets(&self) -> Vec<String>;
+
+    /// Synthesizes the targets for `slices` `[B, C, H, W]` (channels in the slice store's
+    /// order) described by their manifest `rows`; an input a row lists as missing is not used.
+    /// The same `seed` gives the same result.
+    ///
+    /// # Shapes
+    /// -> `[B, targets, H, W]`
+    fn generate(
+        &self,
+        slices: &Array4<f32>,
+        rows: &[&ManifestRow],
+        seed: u64,
+    ) -> Result<Array4<f32>, SynthError>;
+
+    /// How it samples, for provenance (e.g. `ddim steps=50 eta=0`).
+    fn sampler(&self) -> String;
+
+    /// Its guidance settings, for provenance (e.g. `sag=0.5 cfg=1`).
+    fn guidance(&self) -> String;
+}
+
+/// A seed for one unit of work: splitmix64 over the run seed and the unit's name, so a unit's
+/// result does not depend on the order units run in (runs resume and parallelize).
+pub fn unit_seed(seed: u64, unit: &str) -> u64 {
+    let mut z = seed ^ 0x9E37_79B9_7F4A_7C15;
+    for b in unit.bytes() {
+        z = (z ^ u64::from(b)).wrapping_mul(0x100_0000_01B3);
+    }
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
