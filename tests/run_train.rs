@@ -40,6 +40,9 @@ epochs = 1
 batch_size = 8
 checkpoint_every = 1000
 
+[output]
+formats = ["nifti", "dicom"]
+
 [synthesize]
 split = "test"
 sampler = { kind = "ddim", steps = 4 }
@@ -176,6 +179,39 @@ fn training_and_synthesis_write_checkpoints_and_synthetic_slices_and_resume() {
         assert!(row.guidance.contains("sag=0.5") && row.guidance.contains("cfg=1.5"));
         assert_eq!(row.checkpoint_sha256.len(), 64);
         assert_ne!(row.seed, 5, "each subject-variant records its own seed");
+    }
+
+    // Each test subject's synthetic T2 lies on its source's grid: nibabel reads exactly the
+    // source affine and shape; the DICOM series beside it is listed file by file.
+    for subject in test
+        .rows
+        .iter()
+        .map(|r| r.subject.as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        let fake = run_dir.join(format!("synth/variant-0/{subject}/t2.nii.gz"));
+        let real = run_dir.join(format!("phantom/{subject}/t2.nii.gz"));
+        let g: Value =
+            serde_json::from_str(&common::run_python("same_grid.py", &[&fake, &real])).unwrap();
+        assert_eq!(g["shape_a"], g["shape_b"], "{g}");
+        assert!(
+            g["affine_equal"].as_bool().unwrap() && g["finite"].as_bool().unwrap(),
+            "{g}"
+        );
+        let series = artifacts
+            .iter()
+            .filter(|a| {
+                a["artifact"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(&format!("synth/variant-0/{subject}/t2/"))
+            })
+            .count();
+        assert_eq!(
+            series,
+            g["shape_a"][2].as_u64().unwrap() as usize,
+            "one DICOM file per slice"
+        );
     }
 
     // A re-run trains and samples nothing new: the same checkpoint and the same slices.

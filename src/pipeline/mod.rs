@@ -10,6 +10,7 @@ mod input;
 mod preprocess;
 mod synthesize;
 mod train;
+mod write;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -19,7 +19,7 @@ use crate::preprocess::{
     voxel_axis,
 };
 use crate::spec::{SliceAxis, SplitName, WriteFormat};
-use crate::volume::{AtomicFile, Volume, dicom, write_nifti};
+use crate::volume::{AtomicFile, Volume};
 
 /// The slice store a run reads.
 #[derive(Debug, Clone)]
@@ -296,28 +296,15 @@ impl Job<'_> {
             .map(|(m, (v, _))| (m.as_str(), v))
             .chain(prepared.label.iter().map(|(v, _)| (LABEL, v)));
         for (name, v) in volumes {
-            for format in formats {
-                match format {
-                    WriteFormat::Nifti => {
-                        let path = dir.join(&subject.id).join(format!("{name}.nii.gz"));
-                        write_nifti(&path, v, &format!("medsynth preprocessed {name}"))
-                            .map_err(|e| e.to_string())?;
-                        written.push(path);
-                    }
-                    WriteFormat::Dicom if name != LABEL => {
-                        let options = dicom::WriteOptions {
-                            uid_root: self.run.plan.file.output.dicom_uid_root.clone(),
-                            description: format!("medsynth preprocessed {name}"),
-                            subject: Some(subject.id.clone()),
-                            ..Default::default()
-                        };
-                        let folder = dir.join(&subject.id).join(name);
-                        dicom::write_series(v, &folder, &options).map_err(|e| e.to_string())?;
-                        written.push(folder);
-                    }
-                    _ => {}
-                }
-            }
+            written.extend(super::write::write_formats(
+                dir,
+                &subject.id,
+                name,
+                v,
+                formats,
+                self.run.plan.file.output.dicom_uid_root.as_deref(),
+                "medsynth preprocessed",
+            )?);
         }
         Ok(written)
     }
@@ -561,18 +548,8 @@ pub fn run(run: &mut Run, subjects: &Subjects, skipped: &mut Vec<Skip>) -> Resul
         row.sources = names.join(";");
         row.source_sha256 = sha.join(";");
         run.record(row);
-        for path in exported {
-            let files: Vec<PathBuf> = if path.is_dir() {
-                let mut f: Vec<PathBuf> = std::fs::read_dir(&path)
-                    .map_err(|e| RunError::failed(Stage::Output, &path, e))?
-                    .filter_map(|e| e.ok().map(|e| e.path()))
-                    .collect();
-                f.sort();
-                f
-            } else {
-                vec![path]
-            };
-            for f in files {
+        for f in super::write::files_of(&exported) {
+            {
                 let mut row =
                     run.row(Stage::Output, "preprocessed-volume", &f, &subject, &started)?;
                 row.sources = names.join(";");

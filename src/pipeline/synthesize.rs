@@ -14,11 +14,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::{Array4, Axis};
 
 use super::train::{device, diffusion_trainer};
+use super::write::{files_of, write_formats};
 use super::{Run, RunError, Stage, Store, now_rfc3339, sha256_file};
 use crate::dataset::{ManifestRow, SliceSet, read_shard, write_manifest, write_shard};
 use crate::models::UnetSpec;
 use crate::spec::{NormalizeMethod, PipelineFile, SplitName};
 use crate::synth::diffusion::sampling;
+use crate::synth::volumes::{Scale, to_original_grid};
 use crate::synth::{DiffusionGenerator, Generator, unit_seed};
 use crate::train::CheckpointState;
 
@@ -156,9 +158,10 @@ pub fn run(run: &mut Run, store: &Store, checkpoint: &Path) -> Result<Synthesize
             let seed = unit_seed(file.pipeline.seed, &format!("synth/{subject}/variant-{v}"));
             let complete = read_shard(&shard)
                 .ok()
-                .is_some_and(|(t, ch)| t.shape()[0] == rows.len() && ch == targets);
-            if complete {
+                .filter(|(t, ch)| t.shape()[0] == rows.len() && *ch == targets);
+            let out = if let Some((t, _)) = complete {
                 bar.inc(rows.len() as u64);
+                t
             } else {
                 let (_, c, h, w) = set.data.dim();
                 let mut out = Array4::<f32>::zeros((rows.len(), targets.len(), h, w));
@@ -188,7 +191,8 @@ pub fn run(run: &mut Run, store: &Store, checkpoint: &Path) -> Result<Synthesize
                 ]
                 .into();
                 write_shard(&shard, &out, &targets, &meta).map_err(|e| failed(&shard, e))?;
-            }
+                out
+            };
             for (n, &i) in rows.iter().enumerate() {
                 let source = &set.rows[i];
                 manifest.push(ManifestRow {
@@ -212,6 +216,41 @@ pub fn run(run: &mut Run, store: &Store, checkpoint: &Path) -> Result<Synthesize
             row.seed = seed;
             row.source_sha256 = set.rows[rows[0]].source_sha256.clone();
             run.record(row);
+            // The volumes, back on the subject's original grid.
+            let described: Vec<&ManifestRow> = rows.iter().map(|&i| &set.rows[i]).collect();
+            let volumes = run.dir().join("synth").join(format!("variant-{v}"));
+            for (c, target) in targets.iter().enumerate() {
+                let (volume, scale) =
+                    to_original_grid(&out, &described, c, target).map_err(|e| failed(&shard, e))?;
+                if scale == Scale::Normalized {
+                    tracing::info!(%subject, %target, "the subject has no {target}: written on its grid in normalized intensities");
+                }
+                let written = write_formats(
+                    &volumes,
+                    subject,
+                    target,
+                    &volume,
+                    &file.output.formats,
+                    file.output.dicom_uid_root.as_deref(),
+                    "medsynth synthetic",
+                )
+                .map_err(|e| failed(&volumes, e))?;
+                for path in files_of(&written) {
+                    let mut row = run.row(
+                        Stage::Synthesize,
+                        "synthetic-volume",
+                        &path,
+                        subject,
+                        &started,
+                    )?;
+                    row.checkpoint_sha256 = checkpoint_sha.clone();
+                    row.sampler = generator.sampler();
+                    row.guidance = generator.guidance();
+                    row.seed = seed;
+                    row.source_sha256 = set.rows[rows[0]].source_sha256.clone();
+                    run.record(row);
+                }
+            }
             done += 1;
             bar.set_message(format!("{done}/{total} subject-variants"));
         }

@@ -3,6 +3,7 @@
 //! the model family.
 
 pub mod diffusion;
+pub mod volumes;
 
 use ndarray::Array4;
 
