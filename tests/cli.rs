@@ -138,3 +138,58 @@ fn inspect_and_convert_between_nifti_and_dicom() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("missing.nii.gz"), "{}", stderr(&out));
 }
+
+#[test]
+fn eval_scores_a_volume_and_refuses_mismatched_grids() {
+    let t1 = "fixtures/nifti/sub-001/t1.nii.gz";
+    let flair = "fixtures/nifti/sub-001/flair.nii.gz";
+    let seg = "fixtures/nifti/sub-001/seg.nii.gz";
+    // A volume against itself: SSIM 1 and no error, in every BraSyn region it has.
+    let out = medsynth(&[
+        "eval",
+        "--real",
+        t1,
+        "--fake",
+        t1,
+        "--mask",
+        seg,
+        "--protocol",
+        "brasyn",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&stdout(&out)).unwrap();
+    let ssim: Vec<f64> = rows
+        .iter()
+        .filter(|r| r["metric"] == "ssim")
+        .map(|r| r["value"].as_f64().unwrap())
+        .collect();
+    assert!(
+        !ssim.is_empty() && ssim.iter().all(|v| (v - 1.0).abs() < 1e-9),
+        "{rows:?}"
+    );
+    assert!(rows.iter().any(|r| r["region"] == "healthy"));
+    let mae = rows.iter().find(|r| r["metric"] == "mae").unwrap();
+    assert_eq!(mae["value"].as_f64().unwrap(), 0.0);
+    // Another contrast scores below 1.
+    let out = medsynth(&["eval", "--real", t1, "--fake", flair, "--json"]);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&stdout(&out)).unwrap();
+    assert!(rows[0]["value"].as_f64().unwrap() < 0.95);
+    // A volume of another shape is refused with both names.
+    let dir = tempfile::tempdir().unwrap();
+    let mut v = medsynth::volume::read_volumes(&common::repo().join(t1))
+        .unwrap()
+        .remove(0);
+    v.data = v.data.slice(ndarray::s![..35, .., .., ..]).to_owned();
+    v.geometry.shape[0] = 35;
+    let cropped = dir.path().join("cropped.nii.gz");
+    medsynth::volume::write_nifti(&cropped, &v, "test").unwrap();
+    let other = cropped.to_str().unwrap();
+    let out = medsynth(&["eval", "--real", t1, "--fake", other]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("cropped.nii.gz") && err.contains("shape"),
+        "{err}"
+    );
+}

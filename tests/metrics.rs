@@ -56,3 +56,171 @@ fn ssim_matches_scikit_image() {
         .is_none()
     );
 }
+
+/// Writes float32 arrays one after the other.
+fn write_f32(path: &std::path::Path, arrays: &[&ndarray::ArrayD<f32>]) {
+    let mut bytes = Vec::new();
+    for a in arrays {
+        for v in a.iter() {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn close(got: f64, want: f64, what: &str) {
+    let tol = 1e-6 * want.abs().max(1.0);
+    assert!(
+        (got - want).abs() < tol,
+        "{what}: medsynth {got}, reference {want}"
+    );
+}
+
+#[test]
+fn volume_and_brasyn_scores_match_scikit_image_and_numpy() {
+    use medsynth::metrics::protocol::score;
+    use medsynth::spec::{Metric, Protocol};
+    let shape = [40, 44, 36];
+    let (subject, vols, _) = common::phantom_contrasts(shape, 5.0, 3);
+    let frame = |i: usize| vols[i].frame(0).to_owned().into_dyn();
+    let label = subject.label.mapv(f32::from).into_dyn();
+    let real = frame(2);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+    let noisy = real.mapv(|v| v + 40.0 * (rng.random::<f32>() - 0.5));
+    let other = frame(1).mapv(|v| 0.8 * v + 15.0);
+    let triples = [(&real, &noisy), (&real, &other)];
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("triples.f32");
+    let flat: Vec<&ndarray::ArrayD<f32>> =
+        triples.iter().flat_map(|(r, f)| [*r, *f, &label]).collect();
+    write_f32(&file, &flat);
+    let out = common::run_python(
+        "metrics_reference.py",
+        &[&file, "40,44,36".as_ref(), "0".as_ref()],
+    );
+    let want: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let metrics = [Metric::Ssim, Metric::Psnr, Metric::Mse, Metric::Mae];
+    let key = |m: Metric| match m {
+        Metric::Ssim => "ssim",
+        Metric::Psnr => "psnr",
+        Metric::Mse => "mse",
+        _ => "mae",
+    };
+    for ((r, f), want) in triples.iter().zip(&want) {
+        let volume = score(r.view(), f.view(), None, &metrics, Protocol::Volume, None).unwrap();
+        assert_eq!(volume.len(), 4);
+        for s in &volume {
+            close(
+                s.value,
+                want["volume"][key(s.metric)].as_f64().unwrap(),
+                key(s.metric),
+            );
+        }
+        let brasyn = score(
+            r.view(),
+            f.view(),
+            Some(label.view()),
+            &metrics,
+            Protocol::Brasyn,
+            None,
+        )
+        .unwrap();
+        // whole, tumour and healthy, four metrics each.
+        assert_eq!(brasyn.len(), 12, "{brasyn:?}");
+        for s in &brasyn {
+            let w = want["brasyn"][s.region][key(s.metric)].as_f64().unwrap();
+            close(
+                s.value,
+                w,
+                &format!("brasyn {} {}", s.region, key(s.metric)),
+            );
+        }
+    }
+    // Identical volumes: SSIM 1, errors 0, PSNR infinite.
+    let same = score(
+        real.view(),
+        real.view(),
+        None,
+        &metrics,
+        Protocol::Volume,
+        None,
+    )
+    .unwrap();
+    assert!((same[0].value - 1.0).abs() < 1e-12 && same[1].value.is_infinite());
+    // Bad input is an error, not a panic.
+    let nan = real.mapv(|_| f32::NAN);
+    assert!(
+        score(
+            real.view(),
+            nan.view(),
+            None,
+            &metrics,
+            Protocol::Volume,
+            None
+        )
+        .is_err()
+    );
+    let small = ndarray::ArrayD::<f32>::zeros(ndarray::IxDyn(&[40, 44, 35]));
+    assert!(
+        score(
+            real.view(),
+            small.view(),
+            None,
+            &metrics,
+            Protocol::Volume,
+            None
+        )
+        .is_err()
+    );
+}
+
+/// The deterministic test images of the MS-SSIM golden file (see
+/// tests/python/make_msssim_golden.py, which builds the same ones).
+fn lcg_image(shape: &[usize], seed: u32, smooth: bool) -> ndarray::ArrayD<f32> {
+    let mut state = seed;
+    let d = shape.len();
+    ndarray::ArrayD::from_shape_fn(ndarray::IxDyn(shape), |idx| {
+        state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        let noise = (state >> 8) as f32 / (1u32 << 24) as f32;
+        let (y, x) = (idx[d - 2] as f32, idx[d - 1] as f32);
+        let z = if d == 3 { idx[0] as f32 } else { 0.0 };
+        let pattern = (y / 9.0).sin() * (x / 13.0).cos() + 0.3 * (z / 3.0).sin();
+        if smooth {
+            pattern + 0.1 * noise
+        } else {
+            0.5 * pattern + noise
+        }
+    })
+}
+
+#[test]
+fn ms_ssim_matches_pytorch_msssim() {
+    use medsynth::metrics::ms_ssim;
+    // Golden values from pytorch-msssim 1.0 in float64 (tests/python/make_msssim_golden.py).
+    let golden: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(common::repo().join("fixtures/golden/ms_ssim.json")).unwrap(),
+    )
+    .unwrap();
+    for case in golden["cases"].as_array().unwrap() {
+        let shape: Vec<usize> = case["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
+        let a = lcg_image(&shape, case["seed_a"].as_u64().unwrap() as u32, true);
+        let b = lcg_image(&shape, case["seed_b"].as_u64().unwrap() as u32, false);
+        let want = case["ms_ssim"].as_f64().unwrap();
+        let got = ms_ssim(a.view(), b.view(), case["data_range"].as_f64().unwrap()).unwrap();
+        assert!(
+            (got - want).abs() < 1e-6,
+            "{shape:?}: medsynth {got}, pytorch-msssim {want}"
+        );
+    }
+    // Too small for five scales: an error naming the requirement.
+    let small = lcg_image(&[100, 200], 1, true);
+    let err = ms_ssim(small.view(), small.view(), 1.0)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("160"), "{err}");
+}

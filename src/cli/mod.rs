@@ -2,6 +2,7 @@
 
 mod completions;
 mod convert;
+mod eval;
 mod inspect;
 mod phantom;
 mod run;
@@ -57,6 +58,7 @@ pub enum Command {
     Run(run::RunArgs),
     Inspect(inspect::InspectArgs),
     Convert(convert::ConvertArgs),
+    Eval(eval::EvalArgs),
     Completions(completions::CompletionsArgs),
 }
 
@@ -97,6 +99,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Run(a) => run::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Convert(a) => convert::run(a),
+        Command::Eval(a) => eval::run(a),
         Command::Completions(a) => completions::run(a),
     }
 }
