@@ -49,6 +49,10 @@ sampler = { kind = "ddim", steps = 4 }
 guidance = { sag = 0.5, cfg = 1.5 }
 variants = 2
 batch_size = 8
+
+[evaluate]
+metrics = ["ssim", "psnr", "mae"]
+protocol = "brasyn"
 "#;
 
 fn run(root: &Path, file: &Path) -> Output {
@@ -213,6 +217,27 @@ fn training_and_synthesis_write_checkpoints_and_synthetic_slices_and_resume() {
             "one DICOM file per slice"
         );
     }
+
+    // metrics.parquet: the model and both baselines, every metric, for each test subject.
+    let path = run_dir.join("metrics.parquet");
+    let df = medsynth::dataset::read_parquet(&path).unwrap();
+    let methods = medsynth::dataset::text_column(&df, &path, "method").unwrap();
+    let metrics = medsynth::dataset::text_column(&df, &path, "metric").unwrap();
+    let regions = medsynth::dataset::text_column(&df, &path, "region").unwrap();
+    for m in ["diffusion", "baseline-histogram", "baseline-regression"] {
+        for metric in ["ssim", "psnr", "mae"] {
+            assert!(
+                methods
+                    .iter()
+                    .zip(&metrics)
+                    .any(|(a, b)| a == m && b == metric),
+                "{m} {metric}"
+            );
+        }
+    }
+    assert!(regions.iter().any(|r| r == "healthy") && regions.iter().all(|r| !r.is_empty()));
+    assert!(kinds.contains(&"metrics"));
+    assert!(stdout.contains("mean ± sd"), "{stdout}");
 
     // A re-run trains and samples nothing new: the same checkpoint and the same slices.
     let before = digests(&run_dir.join("synth/slices/variant-0"));

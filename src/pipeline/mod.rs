@@ -6,6 +6,7 @@
 //! error that names it.
 
 mod context;
+mod evaluate;
 mod input;
 mod preprocess;
 mod synthesize;
@@ -16,6 +17,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use context::{Run, now_rfc3339, sha256_file};
+pub use evaluate::{Evaluation, MetricRow, metric_name, write_metrics};
 pub use input::{Skip, Subjects};
 pub use preprocess::{Store, channel_names};
 pub use synthesize::{Synthesized, clip_range, generator};
@@ -79,7 +81,10 @@ fn available(stage: Stage, file: &PipelineFile) -> Result<(), &'static str> {
             Err("the self-attention GAN arrives with its own issue; use model.kind = \"diffusion\"")
         }
         Stage::Train | Stage::Synthesize => Ok(()),
-        Stage::Evaluate => Err("metrics arrive with the evaluation stage"),
+        Stage::Evaluate if file.synthesize.is_none() => {
+            Err("[evaluate] scores what [synthesize] writes; add a [synthesize] section")
+        }
+        Stage::Evaluate => Ok(()),
         // The output stage writes the preprocessed volumes; exports of synthesized volumes
         // and the report come with the evaluation stage.
         Stage::Output => Ok(()),
@@ -177,6 +182,7 @@ pub struct Outcome {
     /// The checkpoint trained (or given) when the file has `[train]`.
     pub checkpoint: Option<PathBuf>,
     pub synthesized: Option<Synthesized>,
+    pub evaluation: Option<Evaluation>,
     pub provenance: PathBuf,
 }
 
@@ -208,6 +214,28 @@ impl fmt::Display for Outcome {
         if let Some(s) = &self.synthesized {
             for v in &s.variants {
                 writeln!(f, "synthesized  {} ({} slices)", v.display(), s.slices)?;
+            }
+        }
+        if let Some(e) = &self.evaluation {
+            writeln!(
+                f,
+                "metrics      {} (mean ± sd over subjects, whole volume)",
+                e.path.display()
+            )?;
+            writeln!(
+                f,
+                "  {:<20} {:<8} {:<8} {:>20}",
+                "method", "modality", "metric", "value"
+            )?;
+            for ((method, modality, metric), (mean, sd, n)) in e.aggregates() {
+                writeln!(
+                    f,
+                    "  {method:<20} {modality:<8} {metric:<8} {:>20}",
+                    format!("{mean:.4} ± {sd:.4} (n={n})")
+                )?;
+            }
+            for (metric, why) in &e.skipped {
+                writeln!(f, "  {metric}: not computed: {why}")?;
             }
         }
         write!(f, "provenance   {}", self.provenance.display())
@@ -252,6 +280,10 @@ pub fn execute(plan: Plan, root: &Path) -> Result<Outcome, RunError> {
         }
         (false, _) => None,
     };
+    let evaluation = match (stages.contains(&Stage::Evaluate), &synthesized) {
+        (true, Some(s)) => Some(evaluate::run(&mut run, &store, &subjects, s)?),
+        _ => None,
+    };
     let provenance = run.save_provenance()?;
     Ok(Outcome {
         run_dir: run.dir().to_owned(),
@@ -259,6 +291,7 @@ pub fn execute(plan: Plan, root: &Path) -> Result<Outcome, RunError> {
         skipped,
         checkpoint,
         synthesized,
+        evaluation,
         provenance,
     })
 }

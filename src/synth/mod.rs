@@ -2,6 +2,7 @@
 //! reassembling volumes, metrics, reports) sees only [`Generator`], so it does not depend on
 //! the model family.
 
+pub mod baseline;
 pub mod diffusion;
 pub mod volumes;
 
