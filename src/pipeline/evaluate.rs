@@ -16,7 +16,6 @@ use crate::spec::{Metric, SplitName};
 use crate::synth::baseline::{HistogramBaseline, RegressionBaseline};
 use crate::synth::volumes::to_original_grid;
 use crate::synth::{Generator, SynthError};
-use crate::volume::Volume;
 
 /// One score.
 #[derive(Debug, Clone, PartialEq)]
@@ -194,14 +193,25 @@ pub fn run(
             continue;
         };
         let label = match (&inputs.label, section.protocol) {
-            (Some(p), crate::spec::Protocol::Brasyn) => Some(read_frame(p)?),
+            (Some(p), crate::spec::Protocol::Brasyn) => Some(
+                crate::volume::nifti::read(p)
+                    .map_err(|e| failed(p, e))?
+                    .frame(0)
+                    .to_owned()
+                    .into_dyn(),
+            ),
             _ => None,
         };
         for (t, target) in model.target.iter().enumerate() {
             let Some(source) = inputs.modalities.get(target) else {
                 continue; // no real target to compare with
             };
-            let real = read_frame(&source.path())?;
+            let real = source
+                .read()
+                .map_err(|e| failed(&source.path(), e))?
+                .frame(0)
+                .to_owned()
+                .into_dyn();
             for (method, generator) in &methods {
                 let fake = match generator {
                     None => {
@@ -276,13 +286,4 @@ fn metric_method(model: &crate::spec::ModelSection) -> String {
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_else(|| "model".into())
-}
-
-fn read_frame(path: &Path) -> Result<ndarray::ArrayD<f32>, RunError> {
-    let v: Vec<Volume> = crate::volume::read_volumes(path).map_err(|e| failed(path, e))?;
-    let v = v
-        .into_iter()
-        .next()
-        .ok_or_else(|| failed(path, "holds no volume"))?;
-    Ok(v.frame(0).to_owned().into_dyn())
 }

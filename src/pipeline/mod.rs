@@ -7,6 +7,7 @@
 
 mod context;
 mod evaluate;
+mod export;
 mod input;
 mod preprocess;
 mod synthesize;
@@ -18,12 +19,13 @@ use std::path::{Path, PathBuf};
 
 pub use context::{Run, now_rfc3339, sha256_file};
 pub use evaluate::{Evaluation, MetricRow, metric_name, write_metrics};
+pub use export::{FILE_ENDING, NnunetExport, check_layout};
 pub use input::{Skip, Subjects};
 pub use preprocess::{Store, channel_names};
 pub use synthesize::{Synthesized, clip_range, generator};
 pub use train::{device, diffusion_trainer};
 
-use crate::spec::{ModelKind, PipelineFile};
+use crate::spec::{ModelKind, PipelineFile, WriteFormat};
 
 /// A stage of a run, in execution order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -183,6 +185,7 @@ pub struct Outcome {
     pub checkpoint: Option<PathBuf>,
     pub synthesized: Option<Synthesized>,
     pub evaluation: Option<Evaluation>,
+    pub nnunet: Option<NnunetExport>,
     pub provenance: PathBuf,
 }
 
@@ -238,6 +241,16 @@ impl fmt::Display for Outcome {
                 writeln!(f, "  {metric}: not computed: {why}")?;
             }
         }
+        if let Some(n) = &self.nnunet {
+            writeln!(
+                f,
+                "nnU-Net      {} ({} training, {} test cases; {} synthesized channel(s))",
+                n.dir.display(),
+                n.training,
+                n.test,
+                n.synthetic.len()
+            )?;
+        }
         write!(f, "provenance   {}", self.provenance.display())
     }
 }
@@ -284,6 +297,14 @@ pub fn execute(plan: Plan, root: &Path) -> Result<Outcome, RunError> {
         (true, Some(s)) => Some(evaluate::run(&mut run, &store, &subjects, s)?),
         _ => None,
     };
+    let nnunet = if run.plan.file.output.formats.contains(&WriteFormat::Nnunet) {
+        let variants = synthesized.as_ref().map_or(0, |s| s.variants.len());
+        let export = export::run(&mut run, &store, &subjects, variants)?;
+        skipped.extend(export.skipped.iter().cloned());
+        Some(export)
+    } else {
+        None
+    };
     let provenance = run.save_provenance()?;
     Ok(Outcome {
         run_dir: run.dir().to_owned(),
@@ -292,6 +313,7 @@ pub fn execute(plan: Plan, root: &Path) -> Result<Outcome, RunError> {
         checkpoint,
         synthesized,
         evaluation,
+        nnunet,
         provenance,
     })
 }
