@@ -12,6 +12,7 @@ pub mod phantom;
 pub mod pipeline;
 pub mod preprocess;
 pub mod provenance;
+pub mod report;
 pub mod spec;
 pub mod synth;
 pub mod train;

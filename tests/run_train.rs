@@ -41,7 +41,8 @@ batch_size = 8
 checkpoint_every = 1000
 
 [output]
-formats = ["nifti", "dicom"]
+formats = ["nifti", "dicom", "png"]
+attention_maps = true
 
 [synthesize]
 split = "test"
@@ -238,6 +239,49 @@ fn training_and_synthesis_write_checkpoints_and_synthetic_slices_and_resume() {
     assert!(regions.iter().any(|r| r == "healthy") && regions.iter().all(|r| !r.is_empty()));
     assert!(kinds.contains(&"metrics"));
     assert!(stdout.contains("mean ± sd"), "{stdout}");
+
+    // The report: markdown with its pictures beside it, and one HTML file with them embedded.
+    let md = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
+    let html = std::fs::read_to_string(run_dir.join("report.html")).unwrap();
+    assert!(stdout.contains("report.html"), "{stdout}");
+    let linked: Vec<&str> = md
+        .lines()
+        .filter_map(|l| l.strip_prefix("![")?.split("](").nth(1)?.strip_suffix(')'))
+        .collect();
+    for want in ["training_curves.png", "samples_", "attention_"] {
+        assert!(
+            linked.iter().any(|l| l.contains(want)),
+            "{want} not in {linked:?}"
+        );
+    }
+    assert_eq!(html.matches("data:image/png;base64,").count(), linked.len());
+    for section in [
+        "Training",
+        "Metrics",
+        "Samples",
+        "Attention",
+        "baseline-regression",
+    ] {
+        assert!(md.contains(section) && html.contains(section), "{section}");
+    }
+    for l in &linked {
+        let bytes = std::fs::read(run_dir.join(l)).unwrap();
+        let mut reader = png::Decoder::new(std::io::Cursor::new(bytes))
+            .read_info()
+            .unwrap();
+        let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+        let info = reader.next_frame(&mut buf).unwrap();
+        let pixels = &buf[..info.buffer_size()];
+        assert!(info.width > 64 && info.height > 64, "{l}");
+        assert!(pixels.iter().any(|&b| b != pixels[0]), "{l} is blank");
+    }
+    assert!(kinds.contains(&"report") && kinds.contains(&"report-picture"));
+    assert!(
+        artifacts
+            .iter()
+            .any(|a| a["artifact"].as_str().unwrap().ends_with("/t2.png")),
+        "the png format writes a mosaic per volume"
+    );
 
     // A re-run trains and samples nothing new: the same checkpoint and the same slices.
     let before = digests(&run_dir.join("synth/slices/variant-0"));

@@ -30,6 +30,11 @@ pub struct MetricRow {
     pub value: f64,
 }
 
+/// (method, modality, metric, region).
+pub type Group = (String, String, String, String);
+/// (mean, sample standard deviation, count).
+pub type Summary = (f64, f64, usize);
+
 /// What the stage measured.
 #[derive(Debug, Clone)]
 pub struct Evaluation {
@@ -40,13 +45,18 @@ pub struct Evaluation {
 }
 
 impl Evaluation {
-    /// Mean and sample standard deviation over subjects of each (method, modality, metric)
-    /// in the `whole` region.
-    pub fn aggregates(&self) -> BTreeMap<(String, String, String), (f64, f64, usize)> {
-        let mut groups: BTreeMap<(String, String, String), Vec<f64>> = BTreeMap::new();
-        for r in self.rows.iter().filter(|r| r.region == "whole") {
+    /// Mean, sample standard deviation and count over subjects of each (method, modality,
+    /// metric, region).
+    pub fn aggregates(&self) -> BTreeMap<Group, Summary> {
+        let mut groups: BTreeMap<Group, Vec<f64>> = BTreeMap::new();
+        for r in &self.rows {
             groups
-                .entry((r.method.clone(), r.modality.clone(), r.metric.clone()))
+                .entry((
+                    r.method.clone(),
+                    r.modality.clone(),
+                    r.metric.clone(),
+                    r.region.clone(),
+                ))
                 .or_default()
                 .push(r.value);
         }

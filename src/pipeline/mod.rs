@@ -10,6 +10,7 @@ mod evaluate;
 mod export;
 mod input;
 mod preprocess;
+mod report;
 mod synthesize;
 mod train;
 mod write;
@@ -186,6 +187,8 @@ pub struct Outcome {
     pub synthesized: Option<Synthesized>,
     pub evaluation: Option<Evaluation>,
     pub nnunet: Option<NnunetExport>,
+    /// `report.html`, when `output.report` is on.
+    pub report: Option<PathBuf>,
     pub provenance: PathBuf,
 }
 
@@ -230,7 +233,10 @@ impl fmt::Display for Outcome {
                 "  {:<20} {:<8} {:<8} {:>20}",
                 "method", "modality", "metric", "value"
             )?;
-            for ((method, modality, metric), (mean, sd, n)) in e.aggregates() {
+            for ((method, modality, metric, region), (mean, sd, n)) in e.aggregates() {
+                if region != "whole" {
+                    continue;
+                }
                 writeln!(
                     f,
                     "  {method:<20} {modality:<8} {metric:<8} {:>20}",
@@ -250,6 +256,9 @@ impl fmt::Display for Outcome {
                 n.test,
                 n.synthetic.len()
             )?;
+        }
+        if let Some(r) = &self.report {
+            writeln!(f, "report       {}", r.display())?;
         }
         write!(f, "provenance   {}", self.provenance.display())
     }
@@ -305,6 +314,21 @@ pub fn execute(plan: Plan, root: &Path) -> Result<Outcome, RunError> {
     } else {
         None
     };
+    let report = if run.plan.file.output.report {
+        Some(report::run(
+            &mut run,
+            report::Inputs {
+                store: &store,
+                skipped: &skipped,
+                checkpoint: checkpoint.as_deref(),
+                synthesized: synthesized.as_ref(),
+                evaluation: evaluation.as_ref(),
+                nnunet: nnunet.as_ref(),
+            },
+        )?)
+    } else {
+        None
+    };
     let provenance = run.save_provenance()?;
     Ok(Outcome {
         run_dir: run.dir().to_owned(),
@@ -314,6 +338,7 @@ pub fn execute(plan: Plan, root: &Path) -> Result<Outcome, RunError> {
         synthesized,
         evaluation,
         nnunet,
+        report,
         provenance,
     })
 }

@@ -11,7 +11,7 @@ pub enum WriteFormat {
     Nifti,
     /// DICOM derived series (explicit VR little endian, new UIDs, no patient data).
     Dicom,
-    /// PNG pictures of slices.
+    /// A PNG mosaic of every written volume's planes beside it (`<name>.png`).
     Png,
     /// An nnU-Net v2 raw dataset (needs `nnunet`).
     Nnunet,
@@ -44,7 +44,7 @@ pub struct OutputSection {
     /// Write `report.md` and `report.html`. Default true.
     #[serde(default = "default_true")]
     pub report: bool,
-    /// Save attention maps as PNG overlays beside the report. Default false.
+    /// Show the model's attention maps over its synthetic slices in the report. Default false.
     #[serde(default)]
     pub attention_maps: bool,
 }

@@ -7,13 +7,13 @@ use std::path::Path;
 use burn::module::Module;
 use burn::store::ModuleRecord;
 use burn::tensor::{Device, Tensor, TensorData};
-use ndarray::Array4;
+use ndarray::{Array3, Array4};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::{Generator, SynthError};
 use crate::dataset::ManifestRow;
-use crate::models::diffusion::{NoiseSchedule, Sampler, sample};
+use crate::models::diffusion::{NoiseSchedule, Sampler, gaussian, sample};
 use crate::models::{Guidance, Unet, UnetSpec, guided_output};
 use crate::spec::{SamplerKind, SynthesizeSection};
 use crate::train::diffusion::Conditioning;
@@ -80,21 +80,14 @@ impl DiffusionGenerator {
     }
 }
 
-impl Generator for DiffusionGenerator {
-    fn targets(&self) -> Vec<String> {
-        self.conditioning
-            .targets
-            .iter()
-            .map(|(m, _)| m.clone())
-            .collect()
-    }
-
-    fn generate(
+impl DiffusionGenerator {
+    /// The condition tensor for `slices` (inputs with availability masks, or the one-hot
+    /// label), as in training without dropout; `None` for unconditional models.
+    fn condition(
         &self,
         slices: &Array4<f32>,
         rows: &[&ManifestRow],
-        seed: u64,
-    ) -> Result<Array4<f32>, SynthError> {
+    ) -> Result<Option<Tensor<4>>, SynthError> {
         let (b, c, h, w) = slices.dim();
         if rows.len() != b {
             return Err(SynthError::Setup(format!(
@@ -113,8 +106,28 @@ impl Generator for DiffusionGenerator {
             self.conditioning
                 .split(&host, [b, c, h, w], &available, false, &mut unused);
         let k = self.conditioning.cond_channels();
-        let cond = (k > 0)
-            .then(|| Tensor::<4>::from_data(TensorData::new(cond, [b, k, h, w]), &self.device));
+        Ok((k > 0)
+            .then(|| Tensor::<4>::from_data(TensorData::new(cond, [b, k, h, w]), &self.device)))
+    }
+}
+
+impl Generator for DiffusionGenerator {
+    fn targets(&self) -> Vec<String> {
+        self.conditioning
+            .targets
+            .iter()
+            .map(|(m, _)| m.clone())
+            .collect()
+    }
+
+    fn generate(
+        &self,
+        slices: &Array4<f32>,
+        rows: &[&ManifestRow],
+        seed: u64,
+    ) -> Result<Array4<f32>, SynthError> {
+        let (b, _, h, w) = slices.dim();
+        let cond = self.condition(slices, rows)?;
         let null = cond.as_ref().map(Tensor::zeros_like);
         let outputs = self.conditioning.targets.len();
         let result = sample(
@@ -148,6 +161,64 @@ impl Generator for DiffusionGenerator {
         }
         Array4::from_shape_vec((b, outputs, h, w), values)
             .map_err(|e| SynthError::Setup(e.to_string()))
+    }
+
+    /// The middle block's attention when the network denoises `fake` noised to t = T/2:
+    /// the attention each position receives, averaged over heads and queries (1 = uniform),
+    /// upsampled to the slice (nearest, as SAG's mask).
+    fn attention(
+        &self,
+        slices: &Array4<f32>,
+        rows: &[&ManifestRow],
+        fake: &Array4<f32>,
+        seed: u64,
+    ) -> Option<Result<Array3<f32>, SynthError>> {
+        let run = || -> Result<Option<Array3<f32>>, SynthError> {
+            let cond = self.condition(slices, rows)?;
+            let (b, o, h, w) = fake.dim();
+            let x0 = Tensor::<4>::from_data(
+                TensorData::new(fake.iter().copied().collect::<Vec<f32>>(), [b, o, h, w]),
+                &self.device,
+            );
+            let t = self.schedule.len() / 2;
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let noise = gaussian([b, o, h, w], &mut rng, &self.device);
+            let x_t = self.schedule.q_sample(x0, noise, &vec![t; b]);
+            let input = match cond {
+                Some(c) => Tensor::cat(vec![x_t, c], 1),
+                None => x_t,
+            };
+            let Some(map) = self.net.forward(input, &vec![t as f32; b]).middle_attention else {
+                return Ok(None);
+            };
+            let [_, heads, n, _] = map.dims();
+            let a = map
+                .to_data()
+                .try_to_vec::<f32>()
+                .map_err(|e| SynthError::Setup(format!("reading attention back: {e:?}")))?;
+            let f = ((h * w) as f64 / n as f64).sqrt().round().max(1.0) as usize;
+            let (gh, gw) = (h / f, w / f);
+            let mut out = Array3::<f32>::zeros((b, h, w));
+            for s in 0..b {
+                let mut received = vec![0f64; n];
+                for head in 0..heads {
+                    let base = (s * heads + head) * n * n;
+                    for q in 0..n {
+                        for (k, r) in received.iter_mut().enumerate() {
+                            *r += f64::from(a[base + q * n + k]);
+                        }
+                    }
+                }
+                for y in 0..h {
+                    for x in 0..w {
+                        let k = ((y * gh / h) * gw + x * gw / w).min(n - 1);
+                        out[[s, y, x]] = (received[k] / heads as f64) as f32;
+                    }
+                }
+            }
+            Ok(Some(out))
+        };
+        run().transpose()
     }
 
     fn sampler(&self) -> String {

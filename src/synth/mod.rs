@@ -6,7 +6,7 @@ pub mod baseline;
 pub mod diffusion;
 pub mod volumes;
 
-use ndarray::Array4;
+use ndarray::{Array3, Array4};
 
 use crate::dataset::ManifestRow;
 
@@ -47,6 +47,19 @@ pub trait Generator {
 
     /// Its guidance settings, for provenance (e.g. `sag=0.5 cfg=1`).
     fn guidance(&self) -> String;
+
+    /// Where the model attends while producing `fake` (its output for `slices`), for
+    /// pictures: per slice a map `[B, H, W]` of the attention each position receives,
+    /// 1 = uniform. `None` for models without attention.
+    fn attention(
+        &self,
+        _slices: &Array4<f32>,
+        _rows: &[&ManifestRow],
+        _fake: &Array4<f32>,
+        _seed: u64,
+    ) -> Option<Result<Array3<f32>, SynthError>> {
+        None
+    }
 }
 
 /// A seed for one unit of work: splitmix64 over the run seed and the unit's name, so a unit's

@@ -443,7 +443,7 @@ impl DiffusionTrainer {
             let lr = warmup_lr(self.train.lr, self.train.warmup_steps, step);
             let grads = GradientsParams::from_grads(loss.backward(), &net);
             net = optim.step(lr, net, grads);
-            ema.update(&net.valid());
+            ema.update(&net.valid(), step);
             step += 1;
             let rate = (step - first) as f64 / started.elapsed().as_secs_f64().max(1e-9);
             let end_of_epoch = step % per_epoch == 0;

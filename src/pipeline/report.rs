@@ -1,0 +1,507 @@
+//! The report (`output.report`): `report.md` and a self-contained `report.html` with the
+//! pipeline file, the data, the training curves, the metrics of the model and the baselines
+//! (per subject and mean ± sd), sample grids (inputs | real target | synthetic | absolute
+//! error) and, with `output.attention_maps`, the model's attention over its own output.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use ndarray::{Array4, Axis, s};
+
+use super::evaluate::Evaluation;
+use super::export::NnunetExport;
+use super::input::Skip;
+use super::synthesize::{Synthesized, clip_range, generator};
+use super::{Run, RunError, Stage, Store, now_rfc3339, preprocess};
+use crate::dataset::{ManifestRow, SliceSet};
+use crate::report::{Block, Document, Picture, Section, grey, grid, heat, overlay};
+use crate::spec::SplitName;
+use crate::synth::unit_seed;
+
+/// How many subjects and slices per subject the pictures show.
+const SUBJECTS: usize = 3;
+const SLICES: usize = 3;
+/// Pictures are enlarged so 64-pixel slices stay legible.
+const ENLARGE: usize = 2;
+
+/// What the run produced, as the report needs it.
+pub struct Inputs<'a> {
+    pub store: &'a Store,
+    pub skipped: &'a [Skip],
+    pub checkpoint: Option<&'a Path>,
+    pub synthesized: Option<&'a Synthesized>,
+    pub evaluation: Option<&'a Evaluation>,
+    pub nnunet: Option<&'a NnunetExport>,
+}
+
+fn failed(path: &Path, e: impl ToString) -> RunError {
+    RunError::failed(Stage::Output, path, e.to_string())
+}
+
+fn fmt_mean(mean: f64, sd: f64, n: usize) -> String {
+    if n > 1 {
+        format!("{mean:.4} ± {sd:.4}")
+    } else {
+        format!("{mean:.4}")
+    }
+}
+
+/// Writes the report; returns the path of `report.html`.
+pub fn run(run: &mut Run, inputs: Inputs) -> Result<PathBuf, RunError> {
+    let started = now_rfc3339();
+    let file = run.plan.file.clone();
+    let mut sections = vec![overview(run, &inputs)];
+    sections.push(Section {
+        title: "Pipeline file".into(),
+        blocks: vec![Block::Code(
+            "toml".into(),
+            toml::to_string(&file).unwrap_or_default(),
+        )],
+    });
+    sections.push(data(&inputs));
+    if let Some(s) = training(run)? {
+        sections.push(s);
+    }
+    if let Some(e) = inputs.evaluation {
+        sections.push(metrics(e));
+    }
+    if let (Some(synth), Some(checkpoint)) = (inputs.synthesized, inputs.checkpoint) {
+        sections.extend(samples(run, inputs.store, synth, checkpoint)?);
+    }
+    sections.push(outputs(run, &inputs));
+    let doc = Document {
+        title: format!("medsynth report: {}", file.pipeline.name),
+        sections,
+    };
+    let written = doc.write(run.dir()).map_err(|e| failed(run.dir(), e))?;
+    let prefix = run.artifact_name(&run.dir().join("report"));
+    run.forget(|a| a.starts_with(&format!("{prefix}/")));
+    let mut html = run.dir().join("report.html");
+    for path in written {
+        let kind = if path.extension().is_some_and(|e| e == "png") {
+            "report-picture"
+        } else {
+            "report"
+        };
+        if path.file_name().is_some_and(|n| n == "report.html") {
+            html = path.clone();
+        }
+        let row = run.row(Stage::Output, kind, &path, "", &started)?;
+        run.record(row);
+    }
+    run.save_provenance()?;
+    Ok(html)
+}
+
+fn overview(run: &Run, inputs: &Inputs) -> Section {
+    let file = &run.plan.file;
+    let mut blocks = vec![Block::Text(format!(
+        "Written by medsynth {} on {}. Seed {}; configuration hash `{}`. Every file listed \
+         below, with its SHA-256 and what it came from, is in `provenance.parquet`.",
+        crate::VERSION,
+        now_rfc3339(),
+        file.pipeline.seed,
+        &run.config_hash[..16.min(run.config_hash.len())]
+    ))];
+    if let Some(m) = &file.model {
+        blocks.push(Block::Text(format!(
+            "Model: {:?} for {:?}: inputs [{}] → target [{}].",
+            m.kind,
+            m.task,
+            m.inputs.join(", "),
+            m.target.iter().collect::<Vec<_>>().join(", ")
+        )));
+    }
+    if let Some(e) = inputs.evaluation {
+        let agg = e.aggregates();
+        let mut lines = Vec::new();
+        for ((method, modality, metric, region), (mean, sd, n)) in &agg {
+            if region == "whole" && (metric == "ssim" || metric == "psnr") {
+                lines.push(format!(
+                    "{method} {modality} {metric} {}",
+                    fmt_mean(*mean, *sd, *n)
+                ));
+            }
+        }
+        if !lines.is_empty() {
+            blocks.push(Block::Text(format!(
+                "Whole-volume scores on the evaluated subjects: {}.",
+                lines.join("; ")
+            )));
+        }
+    }
+    Section {
+        title: "Summary".into(),
+        blocks,
+    }
+}
+
+fn data(inputs: &Inputs) -> Section {
+    let rows = preprocess::counts(&inputs.store.rows)
+        .into_iter()
+        .map(|(split, (subjects, slices))| vec![split, subjects.to_string(), slices.to_string()])
+        .collect();
+    let mut blocks = vec![
+        Block::Text(format!(
+            "Slice store `{}` with channels {}.",
+            inputs.store.key,
+            inputs.store.channels.join(", ")
+        )),
+        Block::Table(
+            vec!["split".into(), "subjects".into(), "slices".into()],
+            rows,
+        ),
+    ];
+    if inputs.skipped.is_empty() {
+        blocks.push(Block::Text("No subject was skipped.".into()));
+    } else {
+        blocks.push(Block::Table(
+            vec!["skipped subject".into(), "stage".into(), "reason".into()],
+            inputs
+                .skipped
+                .iter()
+                .map(|s| vec![s.subject.clone(), s.stage.to_string(), s.reason.clone()])
+                .collect(),
+        ));
+    }
+    Section {
+        title: "Data".into(),
+        blocks,
+    }
+}
+
+fn training(run: &Run) -> Result<Option<Section>, RunError> {
+    let path = run.dir().join("train_log.parquet");
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let log = crate::train::read_log(&path).map_err(|e| failed(&path, e))?;
+    if log.is_empty() {
+        return Ok(None);
+    }
+    let picture =
+        crate::report::plot::training_curves(&log, 720, 360).map_err(|e| failed(&path, e))?;
+    let tail = &log[log.len().saturating_sub(20)..];
+    let final_loss = tail.iter().map(|r| r.loss).sum::<f64>() / tail.len() as f64;
+    let rate = log.iter().map(|r| r.steps_per_s).sum::<f64>() / log.len() as f64;
+    let val = log.iter().rev().find_map(|r| r.val_loss);
+    let mut text = format!(
+        "{} steps over {} epoch(s); loss {:.4} at the start, {:.4} over the last {} steps; {:.2} steps/s.",
+        log.len(),
+        log.last().map_or(0, |r| r.epoch + 1),
+        log[0].loss,
+        final_loss,
+        tail.len(),
+        rate
+    );
+    if let Some(v) = val {
+        text.push_str(&format!(" Last validation loss {v:.4}."));
+    }
+    Ok(Some(Section {
+        title: "Training".into(),
+        blocks: vec![
+            Block::Text(text),
+            Block::Image {
+                file: "training_curves.png".into(),
+                caption: "Training loss per step, its running mean, and the validation loss at each epoch's end".into(),
+                png: picture.png().map_err(|e| failed(&path, e))?,
+            },
+        ],
+    }))
+}
+
+fn metrics(e: &Evaluation) -> Section {
+    let protocol = e
+        .rows
+        .first()
+        .map(|r| r.protocol.clone())
+        .unwrap_or_default();
+    let head = |first: &str| {
+        vec![
+            first.to_owned(),
+            "modality".into(),
+            "metric".into(),
+            "region".into(),
+            "value".into(),
+        ]
+    };
+    let agg: Vec<Vec<String>> = e
+        .aggregates()
+        .into_iter()
+        .map(|((method, modality, metric, region), (mean, sd, n))| {
+            vec![
+                method,
+                modality,
+                metric,
+                region,
+                format!("{} (n={n})", fmt_mean(mean, sd, n)),
+            ]
+        })
+        .collect();
+    let mut per_subject: Vec<Vec<String>> = e
+        .rows
+        .iter()
+        .map(|r| {
+            vec![
+                format!("{} / {}", r.subject, r.method),
+                r.modality.clone(),
+                r.metric.clone(),
+                r.region.clone(),
+                format!("{:.4}", r.value),
+            ]
+        })
+        .collect();
+    per_subject.sort();
+    let mut blocks = vec![
+        Block::Text(format!(
+            "Protocol `{protocol}`. The model is compared with two trivial baselines on the same \
+             subjects: `baseline-histogram` (the first available input, histogram-matched to \
+             the target's training histogram) and `baseline-regression` (a per-voxel linear \
+             regression from the inputs to the target, fitted on the training split). Regions: \
+             `whole` volume, `tumour` (label > 0) and `healthy` (the rest). All values are in \
+             `metrics.parquet`."
+        )),
+        Block::Table(head("method"), agg),
+        Block::Table(head("subject / method"), per_subject),
+    ];
+    for (metric, why) in &e.skipped {
+        blocks.push(Block::Text(format!("{metric}: not computed: {why}")));
+    }
+    Section {
+        title: "Metrics (mean ± sd over subjects)".into(),
+        blocks,
+    }
+}
+
+/// Rows of `set` grouped by subject, in store order.
+fn by_subject(set: &SliceSet) -> BTreeMap<String, Vec<usize>> {
+    let mut out: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, r) in set.rows.iter().enumerate() {
+        out.entry(r.subject.clone()).or_default().push(i);
+    }
+    out
+}
+
+/// The display window of a channel: the normalization range when it bounds the data, else
+/// the 1st to 99th percentile of the values shown.
+fn window(values: impl Iterator<Item = f32>, clip: Option<[f32; 2]>) -> (f32, f32) {
+    if let Some([lo, hi]) = clip {
+        return (lo, hi);
+    }
+    let mut v: Vec<f32> = values.filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return (0.0, 1.0);
+    }
+    v.sort_by(f32::total_cmp);
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    (at(0.01), at(0.99))
+}
+
+fn samples(
+    run: &Run,
+    store: &Store,
+    synth: &Synthesized,
+    checkpoint: &Path,
+) -> Result<Vec<Section>, RunError> {
+    let file = run.plan.file.clone();
+    let Some(model) = &file.model else {
+        return Ok(Vec::new());
+    };
+    let Some(variant) = synth.variants.first() else {
+        return Ok(Vec::new());
+    };
+    let section = file.synthesize.clone().unwrap_or_default();
+    let split = match section.split {
+        SplitName::All => None,
+        s => Some(s.as_str()),
+    };
+    let real = SliceSet::load(&store.dir, split).map_err(|e| failed(&store.dir, e))?;
+    let fake = SliceSet::load(variant, None).map_err(|e| failed(variant, e))?;
+    let clip = clip_range(&file);
+    let channel = |set: &SliceSet, name: &str| set.channels.iter().position(|c| c == name);
+    let inputs: Vec<(String, usize)> = if model.task.uses_inputs() {
+        model
+            .inputs
+            .iter()
+            .filter_map(|m| Some((m.clone(), channel(&real, m)?)))
+            .collect()
+    } else {
+        channel(&real, crate::preprocess::LABEL)
+            .map(|c| vec![(crate::preprocess::LABEL.to_owned(), c)])
+            .unwrap_or_default()
+    };
+    let attention = file.output.attention_maps;
+    let generator = if attention {
+        Some(generator(&file, &real, checkpoint, run.dir())?)
+    } else {
+        None
+    };
+    let real_rows = by_subject(&real);
+    let mut grids = Vec::new();
+    let mut maps = Vec::new();
+    for (subject, rows) in by_subject(&fake).into_iter().take(SUBJECTS) {
+        let Some(real_of) = real_rows.get(&subject) else {
+            continue;
+        };
+        // Slices at a quarter, half and three quarters of the subject's kept slices.
+        let picks: Vec<usize> = (1..=SLICES)
+            .map(|k| rows[(rows.len() * k / (SLICES + 1)).min(rows.len() - 1)])
+            .collect();
+        let find_real = |r: &ManifestRow| {
+            real_of
+                .iter()
+                .copied()
+                .find(|&i| real.rows[i].slice_index == r.slice_index)
+        };
+        for (t, target) in fake.channels.iter().enumerate() {
+            let real_target = channel(&real, target);
+            let mut tiles = Vec::new();
+            let mut described = Vec::new();
+            let mut batch = Vec::new();
+            for &i in &picks {
+                let Some(j) = find_real(&fake.rows[i]) else {
+                    continue;
+                };
+                let f = fake.data.slice(s![i, t, .., ..]);
+                let (lo, hi) = window(f.iter().copied(), clip);
+                let mut row: Vec<Picture> = inputs
+                    .iter()
+                    .map(|(name, c)| {
+                        let x = real.data.slice(s![j, *c, .., ..]);
+                        if name == crate::preprocess::LABEL {
+                            heat(x, 0.0, 3.0)
+                        } else {
+                            grey(x, lo, hi)
+                        }
+                    })
+                    .collect();
+                if let Some(c) = real_target {
+                    row.push(grey(real.data.slice(s![j, c, .., ..]), lo, hi));
+                }
+                row.push(grey(f, lo, hi));
+                if let Some(c) = real_target {
+                    let err = (&real.data.slice(s![j, c, .., ..]) - &f).mapv(f32::abs);
+                    row.push(heat(err.view(), 0.0, (hi - lo) * 0.5));
+                }
+                tiles.push(row.into_iter().map(|p| p.enlarged(ENLARGE)).collect());
+                described.push(j);
+                batch.push(i);
+            }
+            if tiles.is_empty() {
+                continue;
+            }
+            let mut columns: Vec<String> = inputs.iter().map(|(n, _)| n.clone()).collect();
+            if real_target.is_some() {
+                columns.push(format!("real {target}"));
+            }
+            columns.push(format!("synthetic {target}"));
+            if real_target.is_some() {
+                columns.push("|error| (0 to half the range)".into());
+            }
+            let picture = grid(&tiles, 4);
+            grids.push(Block::Image {
+                file: format!("samples_{subject}_{target}.png"),
+                caption: format!(
+                    "{subject}, {target}: slices {} ; columns: {}",
+                    described
+                        .iter()
+                        .map(|&j| real.rows[j].slice_index.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    columns.join(" | ")
+                ),
+                png: picture.png().map_err(|e| failed(variant, e))?,
+            });
+            if let Some(g) = &generator {
+                let (_, c, h, w) = real.data.dim();
+                let mut slices = Array4::<f32>::zeros((described.len(), c, h, w));
+                let mut outs = Array4::<f32>::zeros((described.len(), fake.channels.len(), h, w));
+                for (n, (&j, &i)) in described.iter().zip(&batch).enumerate() {
+                    slices
+                        .index_axis_mut(Axis(0), n)
+                        .assign(&real.data.index_axis(Axis(0), j));
+                    outs.index_axis_mut(Axis(0), n)
+                        .assign(&fake.data.index_axis(Axis(0), i));
+                }
+                let rows_of: Vec<&ManifestRow> = described.iter().map(|&j| &real.rows[j]).collect();
+                let seed = unit_seed(file.pipeline.seed, &format!("report/attention/{subject}"));
+                if let Some(result) = g.attention(&slices, &rows_of, &outs, seed) {
+                    let a = result.map_err(|e| failed(checkpoint, e))?;
+                    let mut tiles = Vec::new();
+                    for n in 0..described.len() {
+                        let f = outs.slice(s![n, t, .., ..]);
+                        let (lo, hi) = window(f.iter().copied(), clip);
+                        let base = grey(f, lo, hi);
+                        let m = a.index_axis(Axis(0), n);
+                        let top = m.iter().copied().fold(1.0f32, f32::max);
+                        tiles.push(vec![
+                            base.enlarged(ENLARGE),
+                            overlay(&base, m, 0.0, top).enlarged(ENLARGE),
+                        ]);
+                    }
+                    maps.push(Block::Image {
+                        file: format!("attention_{subject}_{target}.png"),
+                        caption: format!(
+                            "{subject}, {target}: synthetic slice | attention of the middle block \
+                             received per position (mean over heads and queries, t = T/2; \
+                             dark = below uniform, bright = most attended)"
+                        ),
+                        png: grid(&tiles, 4).png().map_err(|e| failed(checkpoint, e))?,
+                    });
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if !grids.is_empty() {
+        let mut blocks = vec![Block::Text(
+            "Inputs and target in the model's normalized intensities, one shared window per \
+             row; slices shown with anterior up."
+                .into(),
+        )];
+        blocks.extend(grids);
+        out.push(Section {
+            title: "Samples".into(),
+            blocks,
+        });
+    }
+    if !maps.is_empty() {
+        out.push(Section {
+            title: "Attention".into(),
+            blocks: maps,
+        });
+    }
+    Ok(out)
+}
+
+fn outputs(run: &Run, inputs: &Inputs) -> Section {
+    let mut rows = Vec::new();
+    if let Some(s) = inputs.synthesized {
+        for v in &s.variants {
+            rows.push(vec!["synthetic slices".into(), run.artifact_name(v)]);
+        }
+        rows.push(vec![
+            "synthetic volumes (original grid)".into(),
+            "synth/variant-K/<subject>/".into(),
+        ]);
+    }
+    if let Some(e) = inputs.evaluation {
+        rows.push(vec!["metrics".into(), run.artifact_name(&e.path)]);
+    }
+    if let Some(n) = inputs.nnunet {
+        rows.push(vec![
+            format!(
+                "nnU-Net v2 dataset ({} training, {} test cases, {} synthesized channels)",
+                n.training,
+                n.test,
+                n.synthetic.len()
+            ),
+            run.artifact_name(&n.dir),
+        ]);
+    }
+    rows.push(vec!["provenance".into(), "provenance.parquet".into()]);
+    Section {
+        title: "Outputs".into(),
+        blocks: vec![Block::Table(vec!["what".into(), "where".into()], rows)],
+    }
+}
