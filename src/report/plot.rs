@@ -9,7 +9,7 @@ use plotters::style::FontStyle;
 use super::picture::Picture;
 use crate::train::LogRow;
 
-const FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans-subset.ttf");
+const FONT: &[u8] = include_bytes!("font/DejaVuSans-subset.ttf");
 
 fn register_font() {
     static ONCE: Once = Once::new();
