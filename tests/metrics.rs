@@ -224,3 +224,69 @@ fn ms_ssim_matches_pytorch_msssim() {
         .to_string();
     assert!(err.contains("160"), "{err}");
 }
+
+/// The closed-form feature sets of tests/python/make_fid_golden.py.
+fn fid_features(kind: &str, n: usize, d: usize) -> Array2<f64> {
+    Array2::from_shape_fn((n, d), |(i, j)| {
+        let (i, j) = (i as f64, j as f64);
+        match kind {
+            "a" => (0.37 * i * (j + 1.0) + 0.11 * j).sin() + 0.05 * j,
+            "b" => 1.2 * (0.29 * i * (j + 2.0)).cos() + 0.1,
+            _ => (0.37 * i * (j + 1.0) + 0.11 * j).sin() + 0.05 * j + 0.01 * (1.7 * i + j).cos(),
+        }
+    })
+}
+
+#[test]
+fn frechet_distance_and_kid_match_pytorch_fid_and_torch_fidelity() {
+    use medsynth::metrics::fid::{Gaussian, frechet_distance, kid, polynomial_mmd2};
+    let golden: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(common::repo().join("fixtures/golden/fid.json")).unwrap(),
+    )
+    .unwrap();
+    for case in golden["cases"].as_array().unwrap() {
+        let (n, d) = (
+            case["n"].as_u64().unwrap() as usize,
+            case["d"].as_u64().unwrap() as usize,
+        );
+        let x = fid_features(case["a"].as_str().unwrap(), n, d);
+        let y = fid_features(case["b"].as_str().unwrap(), n, d);
+        let (gx, gy) = (
+            Gaussian::fit(x.view()).unwrap(),
+            Gaussian::fit(y.view()).unwrap(),
+        );
+        let fd = frechet_distance(&gx, &gy).unwrap();
+        let want = case["frechet"].as_f64().unwrap();
+        // 1e-6 relative; distances that cancel to nearly zero are compared against the size
+        // of the terms that cancel (tr Σ₁ + tr Σ₂).
+        let scale = want
+            .abs()
+            .max(1e-6 * (gx.sigma.diag().sum() + gy.sigma.diag().sum()));
+        assert!((fd - want).abs() <= 1e-6 * scale.max(1e-9), "{case}: {fd}");
+        let m = polynomial_mmd2(x.view(), y.view()).unwrap();
+        let want = case["mmd2"].as_f64().unwrap();
+        assert!((m - want).abs() <= 1e-6 * want.abs(), "{case}: {m}");
+    }
+    // KID over all rows in one subset is the MMD² itself; subsets are seeded.
+    let (x, y) = (fid_features("a", 64, 12), fid_features("b", 64, 12));
+    let (mean, sd) = kid(x.view(), y.view(), 1, 64, 0).unwrap();
+    assert!((mean - polynomial_mmd2(x.view(), y.view()).unwrap()).abs() < 1e-12 && sd == 0.0);
+    assert_eq!(
+        kid(x.view(), y.view(), 10, 20, 3).unwrap(),
+        kid(x.view(), y.view(), 10, 20, 3).unwrap()
+    );
+}
+
+#[test]
+fn the_symmetric_eigensolver_reconstructs_its_matrix() {
+    let n = 40;
+    let b = Array2::from_shape_fn((n, n), |(i, j)| ((i * 7 + j * 3) % 11) as f64 - 5.0);
+    let a = b.t().dot(&b) + Array2::<f64>::eye(n) * 0.5;
+    let (values, vectors) = medsynth::metrics::fid::symmetric_eigen(&a);
+    let back = (&vectors * &ndarray::Array1::from(values.clone())).dot(&vectors.t());
+    let err = (&back - &a).mapv(f64::abs).fold(0f64, |m, &v| m.max(v));
+    assert!(err < 1e-9 * a.mapv(f64::abs).sum(), "{err}");
+    assert!(values.iter().all(|&v| v >= 0.5 - 1e-9));
+    let trace: f64 = values.iter().sum();
+    assert!((trace - a.diag().sum()).abs() < 1e-9 * trace);
+}

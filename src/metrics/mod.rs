@@ -3,6 +3,7 @@
 //! outside a mask, and the BraSyn protocol.
 
 mod error;
+pub mod fid;
 mod msssim;
 pub mod protocol;
 mod ssim;
