@@ -4,6 +4,7 @@
 
 mod error;
 pub mod fid;
+pub mod inception;
 mod msssim;
 pub mod protocol;
 mod ssim;
