@@ -52,7 +52,7 @@ variants = 2
 batch_size = 8
 
 [evaluate]
-metrics = ["ssim", "psnr", "mae"]
+metrics = ["ssim", "psnr", "mae", "fid"]
 protocol = "brasyn"
 "#;
 
@@ -62,6 +62,7 @@ fn run(root: &Path, file: &Path) -> Output {
         .arg(root)
         .arg(file)
         .env_remove("MEDSYNTH_LOG")
+        .env_remove("MEDSYNTH_FID_WEIGHTS")
         .output()
         .unwrap()
 }
@@ -239,6 +240,12 @@ fn training_and_synthesis_write_checkpoints_and_synthetic_slices_and_resume() {
     assert!(regions.iter().any(|r| r == "healthy") && regions.iter().all(|r| !r.is_empty()));
     assert!(kinds.contains(&"metrics"));
     assert!(stdout.contains("mean ± sd"), "{stdout}");
+    // Without Inception weights FID is reported as not computed, never as a number.
+    assert!(
+        stdout.contains("fid: not computed: no Inception weights"),
+        "{stdout}"
+    );
+    assert!(!metrics.iter().any(|m| m == "fid"));
 
     // The report: markdown with its pictures beside it, and one HTML file with them embedded.
     let md = std::fs::read_to_string(run_dir.join("report.md")).unwrap();

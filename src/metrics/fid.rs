@@ -20,7 +20,6 @@ use ndarray::{Array1, Array2, ArrayView2, Axis};
 use rand::SeedableRng;
 use rand::seq::index::sample;
 use rand_chacha::ChaCha8Rng;
-use rayon::prelude::*;
 
 use super::MetricError;
 
@@ -55,18 +54,34 @@ impl Gaussian {
 }
 
 /// Eigenvalues and eigenvectors (columns) of a symmetric matrix: Householder reduction to
-/// tridiagonal form, then the implicit QL algorithm (EISPACK tred2/tql2).
+/// tridiagonal form, then the implicit QL algorithm (EISPACK tred2/tql2). The working lower
+/// triangle and the eigenvector matrix are kept transposed so every O(n³) loop runs along
+/// contiguous rows.
 pub fn symmetric_eigen(a: &Array2<f64>) -> (Vec<f64>, Array2<f64>) {
-    let n = a.nrows();
-    let mut v = a.clone();
+    let (d, q) = eigen(a, true);
+    (d, q.t().to_owned())
+}
+
+/// The eigenvalues of a symmetric matrix (no eigenvectors: about a third of the work).
+pub fn symmetric_eigenvalues(a: &Array2<f64>) -> Vec<f64> {
+    eigen(a, false).0
+}
+
+/// Returns the eigenvalues and, when `vectors`, Qᵀ (eigenvectors as rows).
+fn eigen(input: &Array2<f64>, vectors: bool) -> (Vec<f64>, Array2<f64>) {
+    let n = input.nrows();
+    // `a[[j, k]]` (j ≤ k) holds the working lower-triangle element L[k][j]; the input is
+    // symmetric, so the input itself is the starting layout.
+    let mut a = input.as_standard_layout().to_owned();
+    // Householder vectors: `hv[[j, i]]` = V[j][i] (j < i).
+    let mut hv = Array2::<f64>::zeros((n, n));
     let mut d = vec![0f64; n];
     let mut e = vec![0f64; n];
     if n == 0 {
-        return (d, v);
+        return (d, Array2::zeros((0, 0)));
     }
-    // tred2
     for j in 0..n {
-        d[j] = v[[n - 1, j]];
+        d[j] = a[[j, n - 1]];
     }
     for i in (1..n).rev() {
         let scale: f64 = d[..i].iter().map(|x| x.abs()).sum();
@@ -74,9 +89,9 @@ pub fn symmetric_eigen(a: &Array2<f64>) -> (Vec<f64>, Array2<f64>) {
         if scale == 0.0 {
             e[i] = d[i - 1];
             for j in 0..i {
-                d[j] = v[[i - 1, j]];
-                v[[i, j]] = 0.0;
-                v[[j, i]] = 0.0;
+                d[j] = a[[j, i - 1]];
+                a[[j, i]] = 0.0;
+                hv[[j, i]] = 0.0;
             }
         } else {
             for x in &mut d[..i] {
@@ -91,13 +106,14 @@ pub fn symmetric_eigen(a: &Array2<f64>) -> (Vec<f64>, Array2<f64>) {
             e[..i].fill(0.0);
             for j in 0..i {
                 f = d[j];
-                v[[j, i]] = f;
-                g = e[j] + v[[j, j]] * f;
+                hv[[j, i]] = f;
+                let row = a.row(j);
+                let mut acc = e[j] + row[j] * f;
                 for k in j + 1..i {
-                    g += v[[k, j]] * d[k];
-                    e[k] += v[[k, j]] * f;
+                    acc += row[k] * d[k];
+                    e[k] += row[k] * f;
                 }
-                e[j] = g;
+                e[j] = acc;
             }
             f = 0.0;
             for j in 0..i {
@@ -111,39 +127,57 @@ pub fn symmetric_eigen(a: &Array2<f64>) -> (Vec<f64>, Array2<f64>) {
             for j in 0..i {
                 f = d[j];
                 g = e[j];
+                let mut row = a.row_mut(j);
                 for k in j..i {
-                    v[[k, j]] -= f * e[k] + g * d[k];
+                    row[k] -= f * e[k] + g * d[k];
                 }
-                d[j] = v[[i - 1, j]];
-                v[[i, j]] = 0.0;
+                d[j] = row[i - 1];
+                row[i] = 0.0;
             }
         }
         d[i] = h;
     }
-    for i in 0..n - 1 {
-        v[[n - 1, i]] = v[[i, i]];
-        v[[i, i]] = 1.0;
-        let h = d[i + 1];
-        if h != 0.0 {
-            for k in 0..=i {
-                d[k] = v[[k, i + 1]] / h;
+    // The accumulation in Qᵀ layout, q[[j, k]] = V[k][j]: V starts as the Householder
+    // vectors above the diagonal and the reduced matrix's diagonal on it.
+    let mut q = Array2::<f64>::zeros(if vectors { (n, n) } else { (0, 0) });
+    if vectors {
+        for j in 0..n {
+            q[[j, j]] = a[[j, j]];
+            for i in j + 1..n {
+                q[[i, j]] = hv[[j, i]];
             }
-            for j in 0..=i {
-                let g: f64 = (0..=i).map(|k| v[[k, i + 1]] * v[[k, j]]).sum();
+        }
+        for i in 0..n - 1 {
+            q[[i, n - 1]] = q[[i, i]];
+            q[[i, i]] = 1.0;
+            let h = d[i + 1];
+            if h != 0.0 {
                 for k in 0..=i {
-                    v[[k, j]] -= g * d[k];
+                    d[k] = q[[i + 1, k]] / h;
+                }
+                let pivot = q.row(i + 1).slice(ndarray::s![..=i]).to_owned();
+                for j in 0..=i {
+                    let mut row = q.row_mut(j);
+                    let g: f64 = (0..=i).map(|k| pivot[k] * row[k]).sum();
+                    for k in 0..=i {
+                        row[k] -= g * d[k];
+                    }
                 }
             }
+            for k in 0..=i {
+                q[[i + 1, k]] = 0.0;
+            }
         }
-        for k in 0..=i {
-            v[[k, i + 1]] = 0.0;
+        for j in 0..n {
+            d[j] = q[[j, n - 1]];
+            q[[j, n - 1]] = 0.0;
+        }
+        q[[n - 1, n - 1]] = 1.0;
+    } else {
+        for j in 0..n {
+            d[j] = a[[j, j]];
         }
     }
-    for j in 0..n {
-        d[j] = v[[n - 1, j]];
-        v[[n - 1, j]] = 0.0;
-    }
-    v[[n - 1, n - 1]] = 1.0;
     e[0] = 0.0;
 
     // tql2
@@ -194,10 +228,14 @@ pub fn symmetric_eigen(a: &Array2<f64>) -> (Vec<f64>, Array2<f64>) {
                     c = p / r;
                     p = c * d[i] - s * g;
                     d[i + 1] = h + s * (c * g + s * d[i]);
-                    for k in 0..n {
-                        h = v[[k, i + 1]];
-                        v[[k, i + 1]] = s * v[[k, i]] + c * h;
-                        v[[k, i]] = c * v[[k, i]] - s * h;
+                    if vectors {
+                        let (mut top, mut bottom) =
+                            q.multi_slice_mut((ndarray::s![i, ..], ndarray::s![i + 1, ..]));
+                        for (x, y) in top.iter_mut().zip(bottom.iter_mut()) {
+                            let hk = *y;
+                            *y = s * *x + c * hk;
+                            *x = c * *x - s * hk;
+                        }
                     }
                 }
                 p = -s * s2 * c3 * el1 * e[l] / dl1;
@@ -211,31 +249,17 @@ pub fn symmetric_eigen(a: &Array2<f64>) -> (Vec<f64>, Array2<f64>) {
         d[l] += f;
         e[l] = 0.0;
     }
-    (d, v)
-}
-
-/// `a · b` for square matrices, rows in parallel.
-fn matmul(a: &Array2<f64>, b: &Array2<f64>) -> Array2<f64> {
-    let n = a.nrows();
-    let bt = b.t().as_standard_layout().to_owned();
-    let rows: Vec<Vec<f64>> = (0..n)
-        .into_par_iter()
-        .map(|i| {
-            let ai = a.row(i);
-            (0..b.ncols()).map(|j| ai.dot(&bt.row(j))).collect()
-        })
-        .collect();
-    Array2::from_shape_vec((n, b.ncols()), rows.concat()).unwrap_or_else(|_| Array2::zeros((0, 0)))
+    (d, q)
 }
 
 /// tr (Σ₁Σ₂)^½, or `None` when it is not finite.
 fn trace_sqrt_product(s1: &Array2<f64>, s2: &Array2<f64>) -> Result<Option<f64>, MetricError> {
     let (l1, v1) = symmetric_eigen(s1);
     let roots = Array1::from_iter(l1.iter().map(|&l| l.max(0.0).sqrt()));
-    let root1 = matmul(&(&v1 * &roots), &v1.t().to_owned());
-    let a = matmul(&matmul(&root1, s2), &root1);
+    let root1 = (&v1 * &roots).dot(&v1.t());
+    let a = root1.dot(s2).dot(&root1);
     let a = (&a + &a.t()) / 2.0;
-    let (la, _) = symmetric_eigen(&a);
+    let la = symmetric_eigenvalues(&a);
     if la.iter().any(|l| !l.is_finite()) {
         return Ok(None);
     }

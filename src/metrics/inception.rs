@@ -520,3 +520,48 @@ pub fn resize_bilinear(plane: ndarray::ArrayView2<f32>) -> Vec<f32> {
     }
     out
 }
+
+/// Pool3 features of grey slices `[N, 1, H, W]` mapped to [0, 1] from `range` = [lo, hi].
+pub fn slice_features(
+    net: &FidInception,
+    slices: &Array4<f32>,
+    range: [f32; 2],
+    d: &Device,
+) -> Result<Array2<f64>, MetricError> {
+    let [lo, hi] = range;
+    let span = if hi > lo { hi - lo } else { 1.0 };
+    net.features(&slices.mapv(|v| ((v - lo) / span).clamp(0.0, 1.0)), 8, d)
+}
+
+/// The display range of a set of slices: its minimum and maximum.
+pub fn value_range(slices: &Array4<f32>) -> [f32; 2] {
+    let all = slices.iter().copied().filter(|v| v.is_finite());
+    let lo = all.clone().fold(f32::INFINITY, f32::min);
+    let hi = all.fold(f32::NEG_INFINITY, f32::max);
+    [lo, hi]
+}
+
+/// FID and KID (mean, sd) between two feature sets; `kid_subsets` = [subsets, subset size],
+/// the size capped at the smaller set.
+pub fn distances(
+    real: &Array2<f64>,
+    fake: &Array2<f64>,
+    kid_subsets: [u32; 2],
+    seed: u64,
+) -> Result<(f64, (f64, f64)), MetricError> {
+    let fid = super::fid::frechet_distance(
+        &super::fid::Gaussian::fit(real.view())?,
+        &super::fid::Gaussian::fit(fake.view())?,
+    )?;
+    let size = (kid_subsets[1] as usize)
+        .min(real.nrows())
+        .min(fake.nrows());
+    let kid = super::fid::kid(
+        real.view(),
+        fake.view(),
+        kid_subsets[0] as usize,
+        size,
+        seed,
+    )?;
+    Ok((fid, kid))
+}

@@ -11,6 +11,7 @@ use polars::prelude::{Column, DataFrame};
 use super::input::Subjects;
 use super::{Run, RunError, Stage, Store, Synthesized, now_rfc3339};
 use crate::dataset::{ManifestRow, SliceSet, write_parquet};
+use crate::metrics::inception::{FidInception, distances, slice_features, value_range};
 use crate::metrics::protocol::score;
 use crate::spec::{Metric, SplitName};
 use crate::synth::baseline::{HistogramBaseline, RegressionBaseline};
@@ -152,22 +153,22 @@ pub fn run(
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default();
     let mut skipped = Vec::new();
-    let metrics: Vec<Metric> = section
+    let (set_level, metrics): (Vec<Metric>, Vec<Metric>) = section
         .metrics
         .iter()
         .copied()
-        .filter(|m| {
-            let set_level = matches!(m, Metric::Fid | Metric::Kid);
-            if set_level {
-                skipped.push((
-                    metric_name(*m),
-                    "FID and KID over Inception features are not built yet in this version"
-                        .to_owned(),
-                ));
-            }
-            !set_level
-        })
-        .collect();
+        .partition(|m| matches!(m, Metric::Fid | Metric::Kid));
+    let weights = fid_weights(run, &section)?;
+    if weights.is_none() {
+        for m in &set_level {
+            skipped.push((
+                metric_name(*m),
+                "no Inception weights: set evaluate.fid_weights or MEDSYNTH_FID_WEIGHTS to \
+                 pt_inception-2015-12-05-6726825d.pth (pytorch-fid's release file)"
+                    .to_owned(),
+            ));
+        }
+    }
     let split = match section.split {
         SplitName::All => None,
         s => Some(s.as_str()),
@@ -272,6 +273,61 @@ pub fn run(
             }
         }
     }
+    if let (Some(w), false) = (&weights, set_level.is_empty()) {
+        let device = burn::tensor::Device::flex();
+        let net = FidInception::load(w, &device).map_err(|e| failed(w, e))?;
+        let clip = super::clip_range(&file);
+        let seed = crate::synth::unit_seed(file.pipeline.seed, "evaluate/kid");
+        for (t, target) in model.target.iter().enumerate() {
+            let Some(rc) = real_set.channels.iter().position(|c| c == target) else {
+                continue;
+            };
+            let with_target: Vec<usize> = (0..real_set.len())
+                .filter(|&i| {
+                    !real_set.rows[i]
+                        .channels_missing
+                        .split(',')
+                        .any(|m| m == target)
+                })
+                .collect();
+            if with_target.len() < 2 {
+                continue;
+            }
+            let real_images = channel_of(&real_set.data, &with_target, rc);
+            let range = clip.unwrap_or_else(|| value_range(&real_images));
+            tracing::info!(%target, slices = real_images.dim().0, "Inception features of the real slices");
+            let real_features =
+                slice_features(&net, &real_images, range, &device).map_err(|e| failed(w, e))?;
+            for (method, generator) in &methods {
+                let fake_images = match generator {
+                    None => channel_of(&fake_set.data, &(0..fake_set.len()).collect::<Vec<_>>(), t),
+                    Some(g) if g.targets().first().map(String::as_str) == Some(target) => {
+                        let rows: Vec<&ManifestRow> = real_set.rows.iter().collect();
+                        let out = g
+                            .generate(&real_set.data, &rows, 0)
+                            .map_err(|e| failed(&store.dir, e))?;
+                        channel_of(&out, &(0..out.dim().0).collect::<Vec<_>>(), 0)
+                    }
+                    Some(_) => continue,
+                };
+                tracing::info!(%method, %target, slices = fake_images.dim().0, "Inception features");
+                let (fid, (kid, _)) = slice_features(&net, &fake_images, range, &device)
+                    .and_then(|f| distances(&real_features, &f, section.kid_subsets, seed))
+                    .map_err(|e| failed(w, e))?;
+                for m in &set_level {
+                    rows.push(MetricRow {
+                        method: method.clone(),
+                        subject: "all".into(),
+                        modality: target.to_owned(),
+                        metric: metric_name(*m),
+                        region: "whole".into(),
+                        protocol: "slices".into(),
+                        value: if *m == Metric::Fid { fid } else { kid },
+                    });
+                }
+            }
+        }
+    }
     if rows.is_empty() {
         return Err(RunError::Nothing {
             stage: Stage::Evaluate,
@@ -288,6 +344,42 @@ pub fn run(
         path,
         skipped,
     })
+}
+
+/// The Inception weights file: `evaluate.fid_weights`, else `MEDSYNTH_FID_WEIGHTS`; a named
+/// file that does not exist is an error.
+fn fid_weights(
+    run: &Run,
+    section: &crate::spec::EvaluateSection,
+) -> Result<Option<PathBuf>, RunError> {
+    let path = match (
+        &section.fid_weights,
+        std::env::var_os("MEDSYNTH_FID_WEIGHTS"),
+    ) {
+        (Some(p), _) => run.resolve(p),
+        (None, Some(p)) if !p.is_empty() => PathBuf::from(p),
+        _ => return Ok(None),
+    };
+    if path.is_file() {
+        Ok(Some(path))
+    } else {
+        Err(failed(
+            &path,
+            "evaluate.fid_weights (or MEDSYNTH_FID_WEIGHTS) names this file, but it does not exist; \
+             expected pt_inception-2015-12-05-6726825d.pth",
+        ))
+    }
+}
+
+/// Channel `c` of rows `rows` as grey images `[N, 1, H, W]`.
+fn channel_of(data: &ndarray::Array4<f32>, rows: &[usize], c: usize) -> ndarray::Array4<f32> {
+    let (_, _, h, w) = data.dim();
+    let mut out = ndarray::Array4::<f32>::zeros((rows.len(), 1, h, w));
+    for (n, &i) in rows.iter().enumerate() {
+        out.slice_mut(ndarray::s![n, 0, .., ..])
+            .assign(&data.slice(ndarray::s![i, c, .., ..]));
+    }
+    out
 }
 
 /// The method name of the model in metrics: its kind.
