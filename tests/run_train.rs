@@ -197,6 +197,17 @@ fn training_and_synthesis_write_checkpoints_and_synthetic_slices_and_resume() {
     {
         let fake = run_dir.join(format!("synth/variant-0/{subject}/t2.nii.gz"));
         let real = run_dir.join(format!("phantom/{subject}/t2.nii.gz"));
+        // Each variant carries the subject's label, on the same grid.
+        for v in 0..2 {
+            let label = run_dir.join(format!("synth/variant-{v}/{subject}/label.nii.gz"));
+            let seg = run_dir.join(format!("phantom/{subject}/seg.nii.gz"));
+            let g: Value =
+                serde_json::from_str(&common::run_python("same_grid.py", &[&label, &seg])).unwrap();
+            assert!(
+                g["affine_equal"].as_bool().unwrap() && g["shape_a"] == g["shape_b"],
+                "{g}"
+            );
+        }
         let g: Value =
             serde_json::from_str(&common::run_python("same_grid.py", &[&fake, &real])).unwrap();
         assert_eq!(g["shape_a"], g["shape_b"], "{g}");

@@ -18,7 +18,8 @@ use super::write::{files_of, write_formats};
 use super::{Run, RunError, Stage, Store, now_rfc3339, sha256_file};
 use crate::dataset::{ManifestRow, SliceSet, read_shard, write_manifest, write_shard};
 use crate::models::UnetSpec;
-use crate::spec::{NormalizeMethod, PipelineFile, SplitName};
+use crate::preprocess::LABEL;
+use crate::spec::{NormalizeMethod, PipelineFile, SplitName, WriteFormat};
 use crate::synth::diffusion::sampling;
 use crate::synth::volumes::{Scale, to_original_grid};
 use crate::synth::{DiffusionGenerator, Generator, unit_seed};
@@ -247,6 +248,39 @@ pub fn run(run: &mut Run, store: &Store, checkpoint: &Path) -> Result<Synthesize
                     row.sampler = generator.sampler();
                     row.guidance = generator.guidance();
                     row.seed = seed;
+                    row.source_sha256 = set.rows[rows[0]].source_sha256.clone();
+                    run.record(row);
+                }
+            }
+            // The subject's label beside each variant, on the same grid, so a variant and its
+            // label travel together (augmentation for segmentation training).
+            if let Some(lc) = set.channels.iter().position(|c| c == LABEL) {
+                let mut labels = Array4::<f32>::zeros((rows.len(), 1, out.dim().2, out.dim().3));
+                for (n, &i) in rows.iter().enumerate() {
+                    labels
+                        .slice_mut(ndarray::s![n, 0, .., ..])
+                        .assign(&set.data.slice(ndarray::s![i, lc, .., ..]));
+                }
+                let (label, _) = to_original_grid(&labels, &described, 0, LABEL)
+                    .map_err(|e| failed(&shard, e))?;
+                let formats: Vec<WriteFormat> = file
+                    .output
+                    .formats
+                    .iter()
+                    .copied()
+                    .filter(|f| *f == WriteFormat::Nifti)
+                    .collect();
+                let written =
+                    write_formats(&volumes, subject, LABEL, &label, &formats, None, "label of")
+                        .map_err(|e| failed(&volumes, e))?;
+                for path in files_of(&written) {
+                    let mut row = run.row(
+                        Stage::Synthesize,
+                        "synthetic-label",
+                        &path,
+                        subject,
+                        &started,
+                    )?;
                     row.source_sha256 = set.rows[rows[0]].source_sha256.clone();
                     run.record(row);
                 }
