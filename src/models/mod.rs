@@ -10,6 +10,7 @@ mod attention;
 pub mod diffusion;
 mod embedding;
 mod guidance;
+pub mod sagan;
 pub mod spectral;
 mod unet;
 

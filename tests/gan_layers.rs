@@ -1,6 +1,7 @@
-//! Spectral normalization: the power-iteration σ converges to the largest singular value of
+//! GAN layers. Spectral normalization: the power-iteration σ converges to the largest singular value of
 //! the weight matrix (computed here in float64 from the eigenvalues of WᵀW), and the
-//! normalized weight has spectral norm 1; u advances only on training passes.
+//! normalized weight has spectral norm 1; u advances only on training passes. The SAGAN
+//! attention block is the identity at γ = 0 and its map is a distribution per position.
 
 use burn::module::Param;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -82,4 +83,26 @@ fn a_normalized_linear_layer_has_spectral_norm_one() {
         Array2::from_shape_vec((i, o), normalized.iter().map(|&v| f64::from(v)).collect()).unwrap();
     let s = largest_singular_value(&m);
     assert!((s - 1.0).abs() < 1e-4, "{s}");
+}
+
+#[test]
+fn the_sagan_attention_block_starts_as_the_identity_and_its_map_is_a_distribution() {
+    use medsynth::models::sagan::SaganAttention;
+    let device = Device::flex();
+    let (b, c, h, w) = (2, 16, 5, 6);
+    let x = Tensor::<4>::from_data(
+        TensorData::new(weights(b * c * h * w, 3), [b, c, h, w]),
+        &device,
+    );
+    let mut block = SaganAttention::new(c, &device);
+    let (y, beta) = block.forward(x.clone(), false);
+    assert_eq!(y.to_data(), x.to_data(), "γ = 0 is the identity");
+    assert_eq!(beta.dims(), [b, h * w, h * w]);
+    let rows = beta.sum_dim(2).to_data().try_to_vec::<f32>().unwrap();
+    assert!(rows.iter().all(|s| (s - 1.0).abs() < 1e-5), "{rows:?}");
+    // With γ ≠ 0 the block mixes in the attended features.
+    block.gamma = Param::from_tensor(Tensor::ones([1], &device));
+    let (y, _) = block.forward(x.clone(), false);
+    assert_eq!(y.dims(), [b, c, h, w]);
+    assert_ne!(y.to_data(), x.to_data());
 }
