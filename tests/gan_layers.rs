@@ -1,7 +1,8 @@
 //! GAN layers. Spectral normalization: the power-iteration σ converges to the largest singular value of
 //! the weight matrix (computed here in float64 from the eigenvalues of WᵀW), and the
 //! normalized weight has spectral norm 1; u advances only on training passes. The SAGAN
-//! attention block is the identity at γ = 0 and its map is a distribution per position.
+//! attention block is the identity at γ = 0 and its map is a distribution per position; the
+//! hinge and L1 losses equal their definitions on hand-computed values.
 
 use burn::module::Param;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -105,4 +106,21 @@ fn the_sagan_attention_block_starts_as_the_identity_and_its_map_is_a_distributio
     let (y, _) = block.forward(x.clone(), false);
     assert_eq!(y.dims(), [b, c, h, w]);
     assert_ne!(y.to_data(), x.to_data());
+}
+
+#[test]
+fn hinge_and_l1_losses_match_their_definitions() {
+    use medsynth::train::gan_loss::{discriminator_hinge, generator_hinge, l1};
+    let device = Device::flex();
+    let t = |v: &[f32]| Tensor::<1>::from_data(TensorData::new(v.to_vec(), [v.len()]), &device);
+    let (real, fake) = ([2.0f32, 0.5, -1.0, 0.0], [-2.0f32, 0.5, 1.5, -0.25]);
+    // max(0, 1 - r): 0, 0.5, 2, 1 -> mean 0.875; max(0, 1 + f): 0, 1.5, 2.5, 0.75 -> 1.1875.
+    let d = discriminator_hinge(t(&real), t(&fake)).into_scalar::<f32>();
+    assert!((d - (0.875 + 1.1875)).abs() < 1e-6, "{d}");
+    // -mean(f) = -(-2 + 0.5 + 1.5 - 0.25) / 4 = 0.0625.
+    let g = generator_hinge(t(&fake)).into_scalar::<f32>();
+    assert!((g - 0.0625).abs() < 1e-6, "{g}");
+    // 10 · mean |f - r| = 10 · (4 + 0 + 2.5 + 0.25) / 4 = 16.875.
+    let l = l1(t(&fake), t(&real), 10.0).into_scalar::<f32>();
+    assert!((l - 16.875).abs() < 1e-5, "{l}");
 }

@@ -6,6 +6,7 @@
 mod checkpoint;
 pub mod diffusion;
 mod ema;
+pub mod gan_loss;
 mod log;
 
 pub use checkpoint::{CheckpointState, Checkpoints};
