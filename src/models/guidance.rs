@@ -54,14 +54,27 @@ fn host<const D: usize>(t: &Tensor<D>) -> Vec<f32> {
     t.to_data().try_to_vec::<f32>().unwrap_or_default()
 }
 
-/// The SAG mask at image size `[B, 1, H, W]` (1 where the key's received attention is above
-/// its mean), from an attention map `[B, heads, N, N]` over a `grid` = (h, w) with N = h·w.
-pub fn sag_mask(attention: &Tensor<4>, grid: (usize, usize), size: (usize, usize)) -> Tensor<4> {
+/// The grid (h', w') of an attention map over N positions of an `h` × `w` image: the middle
+/// grid keeps the image's aspect ratio, h/f × w/f with (h/f)(w/f) = N.
+pub fn attention_grid(n: usize, (h, w): (usize, usize)) -> (usize, usize) {
+    let f = ((h * w) as f64 / n as f64).sqrt().round().max(1.0) as usize;
+    (h / f, w / f)
+}
+
+/// The attention each position receives, `[B, H, W]` flattened: attention map `[B, heads, N,
+/// N]` over a `grid` = (h, w) with N = h·w, summed over queries and averaged over heads (1 =
+/// uniform), upsampled to `size` by nearest neighbour as torch's interpolate (source index
+/// floor(dst · in / out)).
+pub fn received_attention(
+    attention: &Tensor<4>,
+    grid: (usize, usize),
+    size: (usize, usize),
+) -> Vec<f64> {
     let [b, heads, n, _] = attention.dims();
     let a = host(attention);
     let (gh, gw) = grid;
     let (h, w) = size;
-    let mut out = vec![0f32; b * h * w];
+    let mut out = vec![0f64; b * h * w];
     for s in 0..b {
         let mut received = vec![0f64; n];
         for head in 0..heads {
@@ -74,16 +87,23 @@ pub fn sag_mask(attention: &Tensor<4>, grid: (usize, usize), size: (usize, usize
         }
         for y in 0..h {
             for x in 0..w {
-                // Nearest neighbour as torch's interpolate: source index floor(dst · in / out).
-                let k = (y * gh / h) * gw + x * gw / w;
-                out[(s * h + y) * w + x] = if received[k] / heads as f64 > 1.0 {
-                    1.0
-                } else {
-                    0.0
-                };
+                let k = ((y * gh / h) * gw + x * gw / w).min(n - 1);
+                out[(s * h + y) * w + x] = received[k] / heads as f64;
             }
         }
     }
+    out
+}
+
+/// The SAG mask at image size `[B, 1, H, W]` (1 where the key's received attention is above
+/// its mean), from an attention map `[B, heads, N, N]` over a `grid` = (h, w) with N = h·w.
+pub fn sag_mask(attention: &Tensor<4>, grid: (usize, usize), size: (usize, usize)) -> Tensor<4> {
+    let b = attention.dims()[0];
+    let (h, w) = size;
+    let out: Vec<f32> = received_attention(attention, grid, size)
+        .into_iter()
+        .map(|r| if r > 1.0 { 1.0 } else { 0.0 })
+        .collect();
     Tensor::from_data(TensorData::new(out, [b, 1, h, w]), &attention.device())
 }
 
@@ -188,10 +208,7 @@ pub fn guided_output(
     {
         let ab = schedule.alpha_bars[t];
         let x0 = (x_t.clone() - eps_b.clone() * (1.0 - ab).sqrt()) / ab.sqrt();
-        let n = map.dims()[2];
-        // The middle grid keeps the image's aspect ratio: h/f × w/f with (h/f)(w/f) = n.
-        let f = ((h * w) as f64 / n as f64).sqrt().round().max(1.0) as usize;
-        let mask = sag_mask(&map, (h / f, w / f), (h, w));
+        let mask = sag_mask(&map, attention_grid(map.dims()[2], (h, w)), (h, w));
         let degraded =
             blur(&x0, guidance.blur_sigma) * mask.clone() + x0 * (mask.ones_like() - mask);
         let x_tilde = degraded * ab.sqrt() + eps_b.clone() * (1.0 - ab).sqrt();

@@ -16,7 +16,7 @@ mod unet;
 
 pub use attention::{SelfAttention, SelfAttentionConfig, relative_index};
 pub use embedding::{TimeEmbedding, timestep_embedding};
-pub use guidance::{Guidance, blur, guided_output, sag_mask};
+pub use guidance::{Guidance, attention_grid, blur, guided_output, received_attention, sag_mask};
 pub use unet::{Unet, UnetOutput, UnetSpec};
 
 use std::sync::Mutex;

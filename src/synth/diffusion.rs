@@ -14,7 +14,7 @@ use rand_chacha::ChaCha8Rng;
 use super::{Generator, SynthError};
 use crate::dataset::ManifestRow;
 use crate::models::diffusion::{NoiseSchedule, Sampler, gaussian, sample};
-use crate::models::{Guidance, Unet, UnetSpec, guided_output};
+use crate::models::{Guidance, Unet, UnetSpec, attention_grid, guided_output, received_attention};
 use crate::spec::{SamplerKind, SynthesizeSection};
 use crate::train::diffusion::Conditioning;
 
@@ -191,31 +191,11 @@ impl Generator for DiffusionGenerator {
             let Some(map) = self.net.forward(input, &vec![t as f32; b]).middle_attention else {
                 return Ok(None);
             };
-            let [_, heads, n, _] = map.dims();
-            let a = map
-                .to_data()
-                .try_to_vec::<f32>()
-                .map_err(|e| SynthError::Setup(format!("reading attention back: {e:?}")))?;
-            let f = ((h * w) as f64 / n as f64).sqrt().round().max(1.0) as usize;
-            let (gh, gw) = (h / f, w / f);
-            let mut out = Array3::<f32>::zeros((b, h, w));
-            for s in 0..b {
-                let mut received = vec![0f64; n];
-                for head in 0..heads {
-                    let base = (s * heads + head) * n * n;
-                    for q in 0..n {
-                        for (k, r) in received.iter_mut().enumerate() {
-                            *r += f64::from(a[base + q * n + k]);
-                        }
-                    }
-                }
-                for y in 0..h {
-                    for x in 0..w {
-                        let k = ((y * gh / h) * gw + x * gw / w).min(n - 1);
-                        out[[s, y, x]] = (received[k] / heads as f64) as f32;
-                    }
-                }
-            }
+            let grid = attention_grid(map.dims()[2], (h, w));
+            let received = received_attention(&map, grid, (h, w));
+            let out =
+                Array3::from_shape_vec((b, h, w), received.iter().map(|&r| r as f32).collect())
+                    .map_err(|e| SynthError::Setup(e.to_string()))?;
             Ok(Some(out))
         };
         run().transpose()
