@@ -204,18 +204,19 @@ pub fn run(run: &mut Run, store: &Store, checkpoint: &Path) -> Result<Synthesize
                     ..source.clone()
                 });
             }
-            let mut row = run.row(
-                Stage::Synthesize,
-                "synthetic-slices",
-                &shard,
-                subject,
-                &started,
-            )?;
-            row.checkpoint_sha256 = checkpoint_sha.clone();
-            row.sampler = generator.sampler();
-            row.guidance = generator.guidance();
-            row.seed = seed;
-            row.source_sha256 = set.rows[rows[0]].source_sha256.clone();
+            // A provenance row for something sampled for this subject-variant.
+            let sampled = |run: &Run, kind: &str, path: &Path| {
+                run.row(Stage::Synthesize, kind, path, subject, &started)
+                    .map(|mut row| {
+                        row.checkpoint_sha256 = checkpoint_sha.clone();
+                        row.sampler = generator.sampler();
+                        row.guidance = generator.guidance();
+                        row.seed = seed;
+                        row.source_sha256 = set.rows[rows[0]].source_sha256.clone();
+                        row
+                    })
+            };
+            let row = sampled(run, "synthetic-slices", &shard)?;
             run.record(row);
             // The volumes, back on the subject's original grid.
             let described: Vec<&ManifestRow> = rows.iter().map(|&i| &set.rows[i]).collect();
@@ -237,18 +238,7 @@ pub fn run(run: &mut Run, store: &Store, checkpoint: &Path) -> Result<Synthesize
                 )
                 .map_err(|e| failed(&volumes, e))?;
                 for path in files_of(&written) {
-                    let mut row = run.row(
-                        Stage::Synthesize,
-                        "synthetic-volume",
-                        &path,
-                        subject,
-                        &started,
-                    )?;
-                    row.checkpoint_sha256 = checkpoint_sha.clone();
-                    row.sampler = generator.sampler();
-                    row.guidance = generator.guidance();
-                    row.seed = seed;
-                    row.source_sha256 = set.rows[rows[0]].source_sha256.clone();
+                    let row = sampled(run, "synthetic-volume", &path)?;
                     run.record(row);
                 }
             }
