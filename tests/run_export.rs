@@ -77,18 +77,8 @@ fn the_nnunet_export_fills_a_missing_channel_with_the_synthetic_one() {
     std::fs::remove_file(data.join("sub-002/t2.nii.gz")).unwrap();
     let file = root.path().join("pipeline.toml");
     std::fs::write(&file, PIPELINE).unwrap();
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_medsynth"))
-        .args(["run", "--root"])
-        .arg(root.path())
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "{}\n{}",
-        common::stdout(&o),
-        common::stderr(&o)
-    );
+    let o = common::run_pipeline(root.path(), &file);
+    common::assert_success(&o);
     let run_dir = root.path().join("runs/export");
     let dataset = run_dir.join("export/nnunet/Dataset501_Tiny");
     assert!(common::stdout(&o).contains("Dataset501_Tiny"));

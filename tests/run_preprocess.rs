@@ -5,7 +5,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use serde_json::Value;
 
@@ -35,16 +34,6 @@ fn root_with(which: &str, pipeline: &str) -> (tempfile::TempDir, PathBuf) {
     (dir, file)
 }
 
-fn run(root: &Path, file: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_medsynth"))
-        .args(["run", "--root"])
-        .arg(root)
-        .arg(file)
-        .env_remove("MEDSYNTH_LOG")
-        .output()
-        .unwrap()
-}
-
 fn shipped(name: &str) -> String {
     std::fs::read_to_string(common::repo().join("pipelines").join(name)).unwrap()
 }
@@ -53,21 +42,11 @@ fn check(run_dir: &Path) -> Value {
     serde_json::from_str(&common::run_python("run_reference.py", &[run_dir])).unwrap()
 }
 
-fn ok(o: &Output) {
-    assert!(
-        o.status.success(),
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        common::stdout(o),
-        common::stderr(o)
-    );
-}
-
 #[test]
 fn the_nifti_example_builds_a_store_python_reads_and_a_rerun_reuses_it() {
     let (root, file) = root_with("nifti", &shipped("preprocess-nifti.toml"));
-    let out = run(root.path(), &file);
-    ok(&out);
+    let out = common::run_pipeline(root.path(), &file);
+    common::assert_success(&out);
     let run_dir = root.path().join("runs/preprocess-nifti");
     let r = check(&run_dir);
 
@@ -185,8 +164,8 @@ fn the_nifti_example_builds_a_store_python_reads_and_a_rerun_reuses_it() {
         m
     };
     let before = std::fs::read(&manifest(&run_dir)[0]).unwrap();
-    let again = run(root.path(), &file);
-    ok(&again);
+    let again = common::run_pipeline(root.path(), &file);
+    common::assert_success(&again);
     assert!(
         common::stderr(&again).contains("reusing the slice store"),
         "{}",
@@ -200,8 +179,8 @@ fn the_nifti_example_builds_a_store_python_reads_and_a_rerun_reuses_it() {
         shipped("preprocess-nifti.toml").replace("crop_margin_vox = 2", "crop_margin_vox = 3"),
     )
     .unwrap();
-    let changed = run(root.path(), &file);
-    ok(&changed);
+    let changed = common::run_pipeline(root.path(), &file);
+    common::assert_success(&changed);
     assert!(!common::stderr(&changed).contains("reusing"));
     assert_eq!(manifest(&run_dir).len(), 2);
 }
@@ -209,7 +188,7 @@ fn the_nifti_example_builds_a_store_python_reads_and_a_rerun_reuses_it() {
 #[test]
 fn the_dicom_example_matches_series_by_description_and_slices_coronally() {
     let (root, file) = root_with("dicom", &shipped("preprocess-dicom.toml"));
-    ok(&run(root.path(), &file));
+    common::assert_success(&common::run_pipeline(root.path(), &file));
     let r = check(&root.path().join("runs/preprocess-dicom"));
     for a in r["artifacts"].as_array().unwrap() {
         assert!(
@@ -264,8 +243,8 @@ fn bad_subjects_are_skipped_with_subject_and_file_named_and_the_rest_go_on() {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         medsynth::volume::nifti::write(&p, zeros.view(), &affine, "empty").unwrap();
     }
-    let out = run(root.path(), &file);
-    ok(&out);
+    let out = common::run_pipeline(root.path(), &file);
+    common::assert_success(&out);
     let summary = common::stdout(&out);
     assert!(summary.contains("skipped      3 subject(s)"), "{summary}");
     let line = |s: &str| {
@@ -305,7 +284,7 @@ fn a_glob_that_matches_nothing_stops_the_run_with_the_folder_named() {
         &shipped("preprocess-nifti.toml")
             .replace("subject_glob = \"sub-*\"", "subject_glob = \"patient-*\""),
     );
-    let out = run(root.path(), &file);
+    let out = common::run_pipeline(root.path(), &file);
     assert_eq!(out.status.code(), Some(2));
     let err = common::stderr(&out);
     assert!(
@@ -328,8 +307,8 @@ fn a_split_list_fixes_the_splits_and_unlisted_subjects_are_skipped() {
         "subject,split\nsub-001,test\nsub-003,train\n",
     )
     .unwrap();
-    let out = run(root.path(), &file);
-    ok(&out);
+    let out = common::run_pipeline(root.path(), &file);
+    common::assert_success(&out);
     assert!(
         common::stdout(&out).contains("sub-002 [preprocess]: not listed in preprocess.split.list")
     );

@@ -6,7 +6,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use medsynth::dataset::SliceSet;
 use serde_json::Value;
@@ -56,27 +55,6 @@ metrics = ["ssim", "psnr", "mae", "fid"]
 protocol = "brasyn"
 "#;
 
-fn run(root: &Path, file: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_medsynth"))
-        .args(["run", "--root"])
-        .arg(root)
-        .arg(file)
-        .env_remove("MEDSYNTH_LOG")
-        .env_remove("MEDSYNTH_FID_WEIGHTS")
-        .output()
-        .unwrap()
-}
-
-fn ok(o: &Output) {
-    assert!(
-        o.status.success(),
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        common::stdout(o),
-        common::stderr(o)
-    );
-}
-
 fn digests(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
         .unwrap()
@@ -98,8 +76,8 @@ fn training_and_synthesis_write_checkpoints_and_synthetic_slices_and_resume() {
     let root = tempfile::tempdir().unwrap();
     let file = root.path().join("pipeline.toml");
     std::fs::write(&file, PIPELINE).unwrap();
-    let out = run(root.path(), &file);
-    ok(&out);
+    let out = common::run_pipeline(root.path(), &file);
+    common::assert_success(&out);
     let run_dir = root.path().join("runs/tiny");
     let stdout = common::stdout(&out);
     assert!(
@@ -304,14 +282,14 @@ fn training_and_synthesis_write_checkpoints_and_synthetic_slices_and_resume() {
     // A re-run trains and samples nothing new: the same checkpoint and the same slices.
     let before = digests(&run_dir.join("synth/slices/variant-0"));
     let ckpt = std::fs::read(checkpoints[0].join("ema.bpk")).unwrap();
-    ok(&run(root.path(), &file));
+    common::assert_success(&common::run_pipeline(root.path(), &file));
     assert_eq!(digests(&run_dir.join("synth/slices/variant-0")), before);
     assert_eq!(std::fs::read(checkpoints[0].join("ema.bpk")).unwrap(), ckpt);
 
     // Removing a shard makes the re-run sample exactly that subject again, identically.
     let (name, bytes) = before[0].clone();
     std::fs::remove_file(run_dir.join("synth/slices/variant-0").join(&name)).unwrap();
-    ok(&run(root.path(), &file));
+    common::assert_success(&common::run_pipeline(root.path(), &file));
     assert_eq!(
         std::fs::read(run_dir.join("synth/slices/variant-0").join(&name)).unwrap(),
         bytes,

@@ -19,6 +19,30 @@ pub fn medsynth(args: &[&str]) -> Output {
         .expect("the medsynth binary runs")
 }
 
+/// Runs `medsynth run --root ROOT FILE` with logging and FID weights from the environment
+/// left out, so a run is the same wherever the tests run.
+pub fn run_pipeline(root: &Path, file: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_medsynth"))
+        .args(["run", "--root"])
+        .arg(root)
+        .arg(file)
+        .env_remove("MEDSYNTH_LOG")
+        .env_remove("MEDSYNTH_FID_WEIGHTS")
+        .output()
+        .expect("the medsynth binary runs")
+}
+
+/// Fails with the exit status and both streams unless `o` succeeded.
+pub fn assert_success(o: &Output) {
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        stdout(o),
+        stderr(o)
+    );
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
