@@ -111,7 +111,7 @@ fn trainer(
         train: TrainSection {
             epochs,
             batch_size: 4,
-            lr: 1e-3,
+            lr: Some(1e-3),
             warmup_steps: 2,
             ema: 0.9,
             checkpoint_every,
@@ -213,7 +213,7 @@ fn overfitting_t1_to_t2_gives_ddim_samples_close_to_the_target() {
     let dir = tempfile::tempdir().unwrap();
     let mut t = trainer(&set, dir.path(), STEPS, 10_000);
     t.train.batch_size = n as u32;
-    t.train.lr = 2e-3;
+    t.train.lr = Some(2e-3);
     t.train.ema = 0.0;
     let device = Device::flex();
     let trained = t.run(&set, None, &device).unwrap();

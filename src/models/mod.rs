@@ -9,6 +9,7 @@
 mod attention;
 pub mod diffusion;
 mod embedding;
+pub mod gan;
 mod guidance;
 pub mod sagan;
 pub mod spectral;

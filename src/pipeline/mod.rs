@@ -26,7 +26,7 @@ pub use preprocess::{Store, channel_names};
 pub use synthesize::{Synthesized, clip_range, generator};
 pub use train::{device, diffusion_trainer};
 
-use crate::spec::{ModelKind, PipelineFile, WriteFormat};
+use crate::spec::{PipelineFile, WriteFormat};
 
 /// A stage of a run, in execution order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -74,35 +74,9 @@ pub fn stages(file: &PipelineFile) -> Vec<Stage> {
     out
 }
 
-/// Whether this build can run `stage` as `file` configures it; `Err` says why not.
-fn available(stage: Stage, file: &PipelineFile) -> Result<(), &'static str> {
-    match stage {
-        Stage::Input | Stage::Preprocess => Ok(()),
-        Stage::Train | Stage::Synthesize
-            if file.model.as_ref().map(|m| m.kind) == Some(ModelKind::Sagan) =>
-        {
-            Err("the self-attention GAN arrives with its own issue; use model.kind = \"diffusion\"")
-        }
-        Stage::Train | Stage::Synthesize => Ok(()),
-        Stage::Evaluate if file.synthesize.is_none() => {
-            Err("[evaluate] scores what [synthesize] writes; add a [synthesize] section")
-        }
-        Stage::Evaluate => Ok(()),
-        // The output stage writes the preprocessed volumes; exports of synthesized volumes
-        // and the report come with the evaluation stage.
-        Stage::Output => Ok(()),
-    }
-}
-
 /// Why a run cannot go ahead.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    /// Stages the file asks for that this build does not provide yet.
-    #[error("{}: cannot run: {}; nothing was done", file.display(), describe(missing))]
-    StageUnavailable {
-        file: PathBuf,
-        missing: Vec<(Stage, &'static str)>,
-    },
     /// A stage failed; what it finished before is kept and a re-run resumes.
     #[error("stage [{stage}]: {path}")]
     Failed {
@@ -131,19 +105,6 @@ impl RunError {
     }
 }
 
-fn describe(missing: &[(Stage, &'static str)]) -> String {
-    missing
-        .iter()
-        .map(|(s, why)| {
-            format!(
-                "stage [{s}] is not available yet in medsynth {} ({why})",
-                crate::VERSION
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
 /// A checked pipeline ready to run: the file and its run folder.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -153,20 +114,9 @@ pub struct Plan {
     pub stages: Vec<Stage>,
 }
 
-/// Plans a run of `file` (loaded from `source`) under `root`, refusing before any work if a
-/// stage is not available.
+/// Plans a run of `file` (loaded from `source`) under `root`.
 pub fn plan(file: PipelineFile, source: &Path, root: &Path) -> Result<Plan, RunError> {
     let stages = stages(&file);
-    let missing: Vec<_> = stages
-        .iter()
-        .filter_map(|&s| available(s, &file).err().map(|why| (s, why)))
-        .collect();
-    if !missing.is_empty() {
-        return Err(RunError::StageUnavailable {
-            file: source.to_owned(),
-            missing,
-        });
-    }
     let run_dir = root.join(file.output_dir());
     Ok(Plan {
         file,

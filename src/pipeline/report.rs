@@ -179,8 +179,13 @@ fn training(run: &Run) -> Result<Option<Section>, RunError> {
     if log.is_empty() {
         return Ok(None);
     }
-    let picture =
-        crate::report::plot::training_curves(&log, 720, 360).map_err(|e| failed(&path, e))?;
+    let gan = log.iter().any(|r| r.d_loss.is_some());
+    let picture = if gan {
+        crate::report::plot::gan_curves(&log, 720, 560)
+    } else {
+        crate::report::plot::training_curves(&log, 720, 360)
+    }
+    .map_err(|e| failed(&path, e))?;
     let tail = &log[log.len().saturating_sub(20)..];
     let final_loss = tail.iter().map(|r| r.loss).sum::<f64>() / tail.len() as f64;
     let rate = log.iter().map(|r| r.steps_per_s).sum::<f64>() / log.len() as f64;
@@ -195,7 +200,20 @@ fn training(run: &Run) -> Result<Option<Section>, RunError> {
         rate
     );
     if let Some(v) = val {
-        text.push_str(&format!(" Last validation loss {v:.4}."));
+        let what = if gan {
+            "validation L1 (EMA generator)"
+        } else {
+            "validation loss"
+        };
+        text.push_str(&format!(" Last {what} {v:.4}."));
+    }
+    if let (true, Some(last)) = (gan, log.last()) {
+        text.push_str(&format!(
+            " Discriminator hinge loss {:.4} at the end; attention gate γ {:.4} in the generator and {:.4} in the discriminator (both start at 0: how far they moved is how much non-local evidence the networks use).",
+            last.d_loss.unwrap_or(f64::NAN),
+            last.gamma_g.unwrap_or(f64::NAN),
+            last.gamma_d.unwrap_or(f64::NAN),
+        ));
     }
     Ok(Some(Section {
         title: "Training".into(),
@@ -203,7 +221,11 @@ fn training(run: &Run) -> Result<Option<Section>, RunError> {
             Block::Text(text),
             Block::Image {
                 file: "training_curves.png".into(),
-                caption: "Training loss per step, its running mean, and the validation loss at each epoch's end".into(),
+                caption: if gan {
+                    "Generator and discriminator losses (running means) and the γ of both SAGAN attention blocks per generator step".into()
+                } else {
+                    "Training loss per step, its running mean, and the validation loss at each epoch's end".into()
+                },
                 png: picture.png().map_err(|e| failed(&path, e))?,
             },
         ],

@@ -13,17 +13,19 @@ use std::path::{Path, PathBuf};
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::{Array4, Axis};
 
-use super::train::{device, diffusion_trainer};
+use super::train::{device, diffusion_trainer, gan_trainer};
 use super::write::{files_of, write_formats};
 use super::{Run, RunError, Stage, Store, now_rfc3339, sha256_file};
 use crate::dataset::{ManifestRow, SliceSet, read_shard, write_manifest, write_shard};
 use crate::models::UnetSpec;
+use crate::models::gan::GanSpec;
 use crate::preprocess::LABEL;
-use crate::spec::{NormalizeMethod, PipelineFile, SplitName, WriteFormat};
+use crate::spec::{ModelKind, NormalizeMethod, PipelineFile, SplitName, WriteFormat};
 use crate::synth::diffusion::sampling;
 use crate::synth::volumes::{Scale, to_original_grid};
-use crate::synth::{DiffusionGenerator, Generator, unit_seed};
+use crate::synth::{DiffusionGenerator, Generator, SaganGenerator, load_weights, unit_seed};
 use crate::train::CheckpointState;
+use crate::train::gan::SliceClasses;
 
 /// What the stage wrote.
 #[derive(Debug, Clone)]
@@ -72,41 +74,74 @@ pub fn generator(
             )
         })
         .and_then(|t| serde_json::from_str(&t).map_err(|e| failed(&state_path, e)))?;
-    let trainer =
-        diffusion_trainer(file, model, set, run_dir).map_err(|e| failed(checkpoint, e))?;
-    let mut conditioning = trainer.conditioning;
-    if let (Some((ch, _)), Some(k)) = (conditioning.label, state.extra["label_classes"].as_u64()) {
-        conditioning.label = Some((ch, k as usize));
-    }
-    let spec = UnetSpec {
-        in_channels: conditioning.in_channels(),
-        ..trainer.spec
-    };
-    if let Ok(saved) = serde_json::from_value::<UnetSpec>(state.extra["unet"].clone())
-        && saved != spec
-    {
-        return Err(failed(
+    let device = device(file.train.clone().unwrap_or_default().device)
+        .map_err(|e| failed(&state_path, e))?;
+    let label_classes = state.extra["label_classes"].as_u64().map(|k| k as usize);
+    let mismatch = |saved: &dyn std::fmt::Debug, spec: &dyn std::fmt::Debug| {
+        failed(
             &state_path,
             format!(
                 "the checkpoint holds a network of shape {saved:?}, the pipeline file describes {spec:?}; \
                  use the [model] settings it was trained with"
             ),
-        ));
+        )
+    };
+    let section = file.synthesize.clone().unwrap_or_default();
+    match model.kind {
+        ModelKind::Diffusion => {
+            let trainer =
+                diffusion_trainer(file, model, set, run_dir).map_err(|e| failed(checkpoint, e))?;
+            let mut conditioning = trainer.conditioning;
+            if let (Some((ch, _)), Some(k)) = (conditioning.label, label_classes) {
+                conditioning.label = Some((ch, k));
+            }
+            let spec = UnetSpec {
+                in_channels: conditioning.in_channels(),
+                ..trainer.spec
+            };
+            if let Ok(saved) = serde_json::from_value::<UnetSpec>(state.extra["unet"].clone())
+                && saved != spec
+            {
+                return Err(mismatch(&saved, &spec));
+            }
+            let net =
+                load_weights(spec.init(&device), checkpoint).map_err(|e| failed(checkpoint, e))?;
+            let (sampler, guidance) = sampling(&section);
+            Ok(Box::new(DiffusionGenerator {
+                net,
+                schedule: trainer.schedule,
+                conditioning,
+                sampler,
+                guidance,
+                clip: clip_range(file),
+                device,
+            }))
+        }
+        ModelKind::Sagan => {
+            let trainer =
+                gan_trainer(file, model, set, run_dir).map_err(|e| failed(checkpoint, e))?;
+            let mut inputs = trainer.inputs;
+            if let (Some((ch, _)), Some(k)) = (inputs.conditioning.label, label_classes) {
+                inputs.conditioning.label = Some((ch, k));
+            }
+            inputs.spec.in_channels =
+                inputs.conditioning.cond_channels() + inputs.spec.noise_channels;
+            if let Ok(saved) = serde_json::from_value::<GanSpec>(state.extra["gan"].clone())
+                && saved != inputs.spec
+            {
+                return Err(mismatch(&saved, &inputs.spec));
+            }
+            let net = load_weights(inputs.spec.generator(&device), checkpoint)
+                .map_err(|e| failed(checkpoint, e))?;
+            Ok(Box::new(SaganGenerator {
+                net,
+                classes: SliceClasses::new(&set.rows, inputs.spec.classes),
+                inputs,
+                truncation: section.truncation,
+                device,
+            }))
+        }
     }
-    let device = device(file.train.clone().unwrap_or_default().device)
-        .map_err(|e| failed(&state_path, e))?;
-    let net = DiffusionGenerator::load_weights(&spec, checkpoint, &device)
-        .map_err(|e| failed(checkpoint, e))?;
-    let (sampler, guidance) = sampling(&file.synthesize.clone().unwrap_or_default());
-    Ok(Box::new(DiffusionGenerator {
-        net,
-        schedule: trainer.schedule,
-        conditioning,
-        sampler,
-        guidance,
-        clip: clip_range(file),
-        device,
-    }))
 }
 
 /// Runs the stage with the checkpoint folder `checkpoint`.

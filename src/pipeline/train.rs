@@ -6,13 +6,16 @@ use std::path::PathBuf;
 
 use burn::tensor::Device;
 
+use super::synthesize::clip_range;
 use super::{Run, RunError, Stage, Store, now_rfc3339};
 use crate::dataset::SliceSet;
 use crate::models::UnetSpec;
 use crate::models::diffusion::NoiseSchedule;
-use crate::spec::{DeviceKind, ModelSection, PipelineFile};
-use crate::train::Checkpoints;
+use crate::models::gan::{GanArch, GanSpec};
+use crate::spec::{DeviceKind, ModelKind, ModelSection, PipelineFile, Task};
 use crate::train::diffusion::{Conditioning, DiffusionTrainer};
+use crate::train::gan::{GanInputs, GanTrainer};
+use crate::train::{Checkpoints, TrainError};
 
 /// The compute device `[train]` asks for.
 pub fn device(kind: DeviceKind) -> Result<Device, String> {
@@ -56,6 +59,110 @@ pub fn diffusion_trainer(
     })
 }
 
+/// The GAN networks' shape for `model`, `conditioning` and slices of `[h, w]`.
+pub fn gan_spec(
+    file: &PipelineFile,
+    model: &ModelSection,
+    conditioning: &Conditioning,
+    [h, w]: [usize; 2],
+) -> GanSpec {
+    let gan = model.gan.clone().unwrap_or_default();
+    let noise_channels = usize::from(model.task == Task::LabelToImage);
+    GanSpec {
+        arch: if model.task == Task::Generation {
+            GanArch::Noise
+        } else {
+            GanArch::Unet
+        },
+        in_channels: conditioning.cond_channels() + noise_channels,
+        noise_channels,
+        out_channels: conditioning.targets.len(),
+        base_channels: model.unet.base_channels as usize,
+        channel_mult: model
+            .unet
+            .channel_mult
+            .iter()
+            .map(|&m| m as usize)
+            .collect(),
+        groups: model.unet.groups as usize,
+        z_dim: gan.z_dim as usize,
+        classes: gan.classes as usize,
+        image_size: [h, w],
+        attention_resolution: gan.attention_resolution as usize,
+        output_range: clip_range(file),
+    }
+}
+
+/// The GAN trainer the pipeline file describes, for slices like those of `set`.
+pub fn gan_trainer(
+    file: &PipelineFile,
+    model: &ModelSection,
+    set: &SliceSet,
+    run_dir: &std::path::Path,
+) -> Result<GanTrainer, String> {
+    let conditioning = Conditioning::new(model, set).map_err(|e| e.to_string())?;
+    let size = [set.data.shape()[2], set.data.shape()[3]];
+    Ok(GanTrainer {
+        inputs: GanInputs {
+            spec: gan_spec(file, model, &conditioning, size),
+            conditioning,
+        },
+        gan: model.gan.clone().unwrap_or_default(),
+        train: file.train.clone().unwrap_or_default(),
+        seed: file.pipeline.seed,
+        checkpoints: Checkpoints::new(run_dir.join("checkpoints")),
+        log: run_dir.join("train_log.parquet"),
+        max_steps: None,
+        progress: true,
+    })
+}
+
+/// What a trainer left: the newest checkpoint, its parts, and the log.
+struct Outcome {
+    checkpoint: Option<PathBuf>,
+    parts: &'static [&'static str],
+    log: PathBuf,
+}
+
+/// Trains the model the pipeline file describes.
+fn train(
+    file: &PipelineFile,
+    model: &ModelSection,
+    set: &SliceSet,
+    val: Option<&SliceSet>,
+    run_dir: &std::path::Path,
+    device: &Device,
+) -> Result<Outcome, (PathBuf, String)> {
+    let source = run_dir.to_owned();
+    let failed = |dir: &std::path::Path, e: TrainError| (dir.to_owned(), e.to_string());
+    match model.kind {
+        ModelKind::Diffusion => {
+            let trainer = diffusion_trainer(file, model, set, run_dir).map_err(|e| (source, e))?;
+            tracing::info!(slices = set.len(), "training the diffusion model");
+            let trained = trainer
+                .run(set, val, device)
+                .map_err(|e| failed(&trainer.checkpoints.dir, e))?;
+            Ok(Outcome {
+                checkpoint: trained.last_checkpoint,
+                parts: &["model.bpk", "ema.bpk", "optimizer.bpk", "state.json"],
+                log: trainer.log,
+            })
+        }
+        ModelKind::Sagan => {
+            let trainer = gan_trainer(file, model, set, run_dir).map_err(|e| (source, e))?;
+            tracing::info!(slices = set.len(), "training the self-attention GAN");
+            let trained = trainer
+                .run(set, val, device)
+                .map_err(|e| failed(&trainer.checkpoints.dir, e))?;
+            Ok(Outcome {
+                checkpoint: trained.last_checkpoint,
+                parts: &crate::train::gan::PARTS,
+                log: trainer.log,
+            })
+        }
+    }
+}
+
 /// Runs the stage; returns the checkpoint folder synthesis should use.
 pub fn run(run: &mut Run, store: &Store) -> Result<PathBuf, RunError> {
     let file = run.plan.file.clone();
@@ -76,19 +183,15 @@ pub fn run(run: &mut Run, store: &Store) -> Result<PathBuf, RunError> {
     let set =
         SliceSet::load(&store.dir, Some("train")).map_err(|e| fail(&store.dir, e.to_string()))?;
     let val = SliceSet::load(&store.dir, Some("val")).ok();
-    let trainer =
-        diffusion_trainer(&file, model, &set, run.dir()).map_err(|e| fail(&run.plan.source, e))?;
-    let train = file.train.clone().unwrap_or_default();
-    let device = device(train.device).map_err(|e| fail(&run.plan.source, e))?;
+    let train_section = file.train.clone().unwrap_or_default();
+    let device = device(train_section.device).map_err(|e| fail(&run.plan.source, e))?;
     tracing::info!(
-        slices = set.len(),
         val = val.as_ref().map_or(0, SliceSet::len),
-        "training the diffusion model"
+        "validation slices"
     );
-    let trained = trainer
-        .run(&set, val.as_ref(), &device)
-        .map_err(|e| fail(&trainer.checkpoints.dir, e.to_string()))?;
-    let Some(checkpoint) = trained.last_checkpoint else {
+    let outcome = train(&file, model, &set, val.as_ref(), run.dir(), &device)
+        .map_err(|(path, e)| fail(&path, e))?;
+    let Some(checkpoint) = outcome.checkpoint else {
         return Err(RunError::Nothing {
             stage: Stage::Train,
             what: "training wrote no checkpoint (zero steps: check train.epochs)".into(),
@@ -96,7 +199,7 @@ pub fn run(run: &mut Run, store: &Store) -> Result<PathBuf, RunError> {
     };
     // Only the newest checkpoint is listed: older ones are rotated away.
     run.forget(|artifact| artifact.starts_with("checkpoints/"));
-    for part in ["model.bpk", "ema.bpk", "optimizer.bpk", "state.json"] {
+    for part in outcome.parts {
         let row = run.row(
             Stage::Train,
             "checkpoint",
@@ -106,8 +209,8 @@ pub fn run(run: &mut Run, store: &Store) -> Result<PathBuf, RunError> {
         )?;
         run.record(row);
     }
-    if trainer.log.is_file() {
-        let row = run.row(Stage::Train, "train-log", &trainer.log, "", &started)?;
+    if outcome.log.is_file() {
+        let row = run.row(Stage::Train, "train-log", &outcome.log, "", &started)?;
         run.record(row);
     }
     run.save_provenance()?;

@@ -50,15 +50,7 @@ pub fn training_curves(log: &[LogRow], width: u32, height: u32) -> Result<Pictur
         let pad = (hi - lo) * 0.05;
         let last = points.last().map_or(1.0, |p| p.0).max(1.0);
         let smooth = (points.len() / 20).max(1);
-        let mean: Vec<(f64, f64)> = points
-            .windows(smooth)
-            .map(|w| {
-                (
-                    w[w.len() - 1].0,
-                    w.iter().map(|p| p.1).sum::<f64>() / w.len() as f64,
-                )
-            })
-            .collect();
+        let mean = running_mean(&points);
         let mut chart = ChartBuilder::on(&root)
             .caption("training loss", ("sans-serif", 18))
             .margin(10)
@@ -98,6 +90,130 @@ pub fn training_curves(log: &[LogRow], width: u32, height: u32) -> Result<Pictur
             .label_font(("sans-serif", 12))
             .draw()
             .map_err(|e| e.to_string())?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(Picture {
+        width: width as usize,
+        height: height as usize,
+        rgb: buf,
+    })
+}
+
+/// A named line and its colour.
+type Series = (String, Vec<(f64, f64)>, RGBColor);
+
+type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
+
+/// A linear-scale chart of named series on `area`.
+fn line_panel(area: &Area, title: &str, y_desc: &str, series: &[Series]) -> Result<(), String> {
+    let values = series.iter().flat_map(|s| s.1.iter().map(|p| p.1));
+    let lo = values.clone().fold(f64::INFINITY, f64::min);
+    let hi = values.fold(f64::NEG_INFINITY, f64::max);
+    let (lo, hi) = if lo.is_finite() && hi > lo {
+        (lo, hi)
+    } else if lo.is_finite() {
+        (lo - 0.5, lo + 0.5)
+    } else {
+        (-1.0, 1.0)
+    };
+    let pad = (hi - lo) * 0.05;
+    let last = series
+        .iter()
+        .filter_map(|s| s.1.last().map(|p| p.0))
+        .fold(1.0, f64::max);
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 16))
+        .margin(10)
+        .x_label_area_size(32)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0f64..last, lo - pad..hi + pad)
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_desc("generator step")
+        .y_desc(y_desc)
+        .label_style(("sans-serif", 12))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    for (name, points, color) in series {
+        let color = *color;
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().copied(),
+                color.stroke_width(2),
+            ))
+            .map_err(|e| e.to_string())?
+            .label(name.clone())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 12))
+        .draw()
+        .map_err(|e| e.to_string())
+}
+
+/// The running mean of `points` over windows of 1/20 of their length.
+fn running_mean(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let smooth = (points.len() / 20).max(1);
+    points
+        .windows(smooth)
+        .map(|w| {
+            (
+                w[w.len() - 1].0,
+                w.iter().map(|p| p.1).sum::<f64>() / w.len() as f64,
+            )
+        })
+        .collect()
+}
+
+/// A GAN's training: generator and discriminator losses (running means, linear scale, as the
+/// generator's hinge term may be negative) above the γ of both SAGAN attention blocks, which
+/// show how much non-local evidence each network has learnt to use.
+pub fn gan_curves(log: &[LogRow], width: u32, height: u32) -> Result<Picture, String> {
+    register_font();
+    let mut buf = vec![255u8; (width * height * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (width, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let panels = root.split_evenly((2, 1));
+        let series = |f: &dyn Fn(&LogRow) -> Option<f64>| -> Vec<(f64, f64)> {
+            log.iter()
+                .filter_map(|r| f(r).map(|v| (r.step as f64, v)))
+                .filter(|p| p.1.is_finite())
+                .collect()
+        };
+        line_panel(
+            &panels[0],
+            "adversarial training (running means)",
+            "loss",
+            &[
+                (
+                    "generator loss".into(),
+                    running_mean(&series(&|r| Some(r.loss))),
+                    BLUE,
+                ),
+                (
+                    "discriminator hinge loss".into(),
+                    running_mean(&series(&|r| r.d_loss)),
+                    RED,
+                ),
+            ],
+        )?;
+        line_panel(
+            &panels[1],
+            "attention gate γ",
+            "γ",
+            &[
+                ("γ generator".into(), series(&|r| r.gamma_g), BLUE),
+                ("γ discriminator".into(), series(&|r| r.gamma_d), RED),
+            ],
+        )?;
         root.present().map_err(|e| e.to_string())?;
     }
     Ok(Picture {

@@ -597,6 +597,32 @@ fn check_model(file: &PipelineFile, model: &ModelSection, declared: &[String], o
                 format!("{} is not allowed, expected a number >= 0", g.l1_weight),
             );
         }
+        out.at_least_one("model.gan.attention_resolution", g.attention_resolution);
+        if g.classes > 0 && model.task != Task::Generation {
+            out.add(
+                "model.gan.classes",
+                format!(
+                    "slice-position classes condition task \"generation\", but model.task is {:?}",
+                    task_name(model.task)
+                ),
+            );
+        }
+    }
+    if model.kind == ModelKind::Sagan
+        && let Some(size) = file.preprocess.size
+    {
+        let short = size[0].min(size[1]);
+        if model.task == Task::Generation && short < 8 {
+            out.add(
+                "preprocess.size",
+                format!("{size:?} is too small for the GAN generator, expected both sides >= 8"),
+            );
+        } else if model.task != Task::Generation && short < 32 {
+            out.add(
+                "preprocess.size",
+                format!("{size:?} is too small for the PatchGAN discriminator (three stride-2 convs, then two 4x4 ones), expected both sides >= 32"),
+            );
+        }
     }
     check_unet(file, model, out);
 }
@@ -652,7 +678,8 @@ fn check_unet(file: &PipelineFile, model: &ModelSection, out: &mut Findings) {
         }
     }
     let a = &model.attention;
-    if a.kind == AttentionKind::None {
+    // The GANs' attention is the SAGAN block, placed by model.gan.attention_resolution.
+    if a.kind == AttentionKind::None || model.kind == ModelKind::Sagan {
         return;
     }
     out.at_least_one("model.attention.heads", a.heads);
@@ -726,10 +753,14 @@ fn check_train(file: &PipelineFile, out: &mut Findings) {
     out.at_least_one("train.epochs", t.epochs);
     out.at_least_one("train.batch_size", t.batch_size);
     out.at_least_one("train.checkpoint_every", t.checkpoint_every);
-    out.positive("train.lr", t.lr);
+    if let Some(lr) = t.lr {
+        out.positive("train.lr", lr);
+    }
     out.positive("train.lr_d", t.lr_d);
-    out.range("train.betas[0]", t.betas[0], 0.0, 1.0, true);
-    out.range("train.betas[1]", t.betas[1], 0.0, 1.0, true);
+    if let Some([b1, b2]) = t.betas {
+        out.range("train.betas[0]", b1, 0.0, 1.0, true);
+        out.range("train.betas[1]", b2, 0.0, 1.0, true);
+    }
     if !(t.weight_decay.is_finite() && t.weight_decay >= 0.0) {
         out.add(
             "train.weight_decay",

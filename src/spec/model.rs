@@ -329,10 +329,16 @@ pub struct GanConfig {
     /// Discriminator steps per generator step. Default 1.
     #[serde(default = "default_n_dis")]
     pub n_dis: u32,
-    /// Feature-map size at which the generator's and discriminator's self-attention sits.
+    /// Feature-map size at which the generator's and discriminator's self-attention sits
+    /// (the closest one the network has; the paired generator's sits at its bottleneck).
     /// Default 32.
     #[serde(default = "default_attention_resolution")]
     pub attention_resolution: u32,
+    /// `generation` only: condition on K slice-position classes (each subject's slices split
+    /// into K equal bands), BigGAN-style (conditional batch norm from a shared class
+    /// embedding, projection discriminator). Default 0: unconditional.
+    #[serde(default)]
+    pub classes: u32,
 }
 
 impl Default for GanConfig {
@@ -342,6 +348,7 @@ impl Default for GanConfig {
             l1_weight: default_l1_weight(),
             n_dis: default_n_dis(),
             attention_resolution: default_attention_resolution(),
+            classes: 0,
         }
     }
 }

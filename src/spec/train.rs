@@ -3,6 +3,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::ModelKind;
+
 /// Compute device.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
@@ -38,16 +40,17 @@ pub struct TrainSection {
     /// `adam` or `adamw`. Default `adam`.
     #[serde(default)]
     pub optimizer: OptimizerKind,
-    /// Learning rate (of the generator, for GANs). Default 2e-4.
-    #[serde(default = "default_lr")]
-    pub lr: f64,
+    /// Learning rate (of the generator, for GANs). Default 2e-4 for diffusion, 1e-4 for
+    /// `sagan` (TTUR, Heusel et al. 2017).
+    #[serde(default)]
+    pub lr: Option<f64>,
     /// Discriminator learning rate for GANs (TTUR, Heusel et al. 2017). Default 4e-4.
     #[serde(default = "default_lr_d")]
     pub lr_d: f64,
-    /// Adam betas `[beta1, beta2]`, each in [0, 1). Default `[0.9, 0.999]` (GANs often use
-    /// `[0.0, 0.9]`).
-    #[serde(default = "default_betas")]
-    pub betas: [f64; 2],
+    /// Adam betas `[beta1, beta2]`, each in [0, 1). Default `[0.9, 0.999]` for diffusion,
+    /// `[0.0, 0.9]` for `sagan` (SAGAN, BigGAN).
+    #[serde(default)]
+    pub betas: Option<[f64; 2]>,
     /// Weight decay (decoupled for `adamw`). Default 0.0.
     #[serde(default)]
     pub weight_decay: f64,
@@ -78,9 +81,9 @@ impl Default for TrainSection {
             epochs: default_epochs(),
             batch_size: default_batch_size(),
             optimizer: OptimizerKind::default(),
-            lr: default_lr(),
+            lr: None,
             lr_d: default_lr_d(),
-            betas: default_betas(),
+            betas: None,
             weight_decay: 0.0,
             warmup_steps: 0,
             grad_clip: default_grad_clip(),
@@ -92,20 +95,32 @@ impl Default for TrainSection {
     }
 }
 
+impl TrainSection {
+    /// The (generator's) learning rate for a model of `kind`.
+    pub fn lr_for(&self, kind: ModelKind) -> f64 {
+        self.lr.unwrap_or(match kind {
+            ModelKind::Diffusion => 2e-4,
+            ModelKind::Sagan => 1e-4,
+        })
+    }
+
+    /// Adam's betas for a model of `kind`.
+    pub fn betas_for(&self, kind: ModelKind) -> [f64; 2] {
+        self.betas.unwrap_or(match kind {
+            ModelKind::Diffusion => [0.9, 0.999],
+            ModelKind::Sagan => [0.0, 0.9],
+        })
+    }
+}
+
 fn default_epochs() -> u32 {
     50
 }
 fn default_batch_size() -> u32 {
     16
 }
-fn default_lr() -> f64 {
-    2e-4
-}
 fn default_lr_d() -> f64 {
     4e-4
-}
-fn default_betas() -> [f64; 2] {
-    [0.9, 0.999]
 }
 fn default_grad_clip() -> Option<f64> {
     Some(1.0)

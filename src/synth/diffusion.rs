@@ -2,10 +2,6 @@
 //! spec's sampler and guidance, conditioned as in training (inputs with their availability
 //! masks, or the one-hot label map).
 
-use std::path::Path;
-
-use burn::module::Module;
-use burn::store::ModuleRecord;
 use burn::tensor::{Device, Tensor, TensorData};
 use ndarray::{Array3, Array4};
 use rand::SeedableRng;
@@ -14,7 +10,7 @@ use rand_chacha::ChaCha8Rng;
 use super::{Generator, SynthError};
 use crate::dataset::ManifestRow;
 use crate::models::diffusion::{NoiseSchedule, Sampler, gaussian, sample};
-use crate::models::{Guidance, Unet, UnetSpec, attention_grid, guided_output, received_attention};
+use crate::models::{Guidance, Unet, attention_grid, guided_output, received_attention};
 use crate::spec::{SamplerKind, SynthesizeSection};
 use crate::train::diffusion::Conditioning;
 
@@ -46,38 +42,6 @@ pub fn sampling(section: &SynthesizeSection) -> (Sampler, Guidance) {
         blur_sigma: section.guidance.sag_blur_sigma,
     };
     (sampler, guidance)
-}
-
-impl DiffusionGenerator {
-    /// Loads the EMA weights (`ema.bpk`) of the checkpoint folder `checkpoint` into a network
-    /// of shape `spec`.
-    pub fn load_weights(
-        spec: &UnetSpec,
-        checkpoint: &Path,
-        device: &Device,
-    ) -> Result<Unet, SynthError> {
-        let path = checkpoint.join("ema.bpk");
-        if !path.is_file() {
-            return Err(SynthError::Checkpoint {
-                path,
-                what: "no EMA weights here; expected a checkpoint folder written by medsynth \
-                       training (step-NNNNNNNN/)"
-                    .into(),
-            });
-        }
-        let record = ModuleRecord::load(&path).map_err(|e| SynthError::Checkpoint {
-            path: path.clone(),
-            what: format!("{e:?}"),
-        })?;
-        let net = spec.init(device);
-        net.try_load_record(record)
-            .map_err(|e| SynthError::Checkpoint {
-                path,
-                what: format!(
-                    "the weights do not fit the model the pipeline file describes: {e:?}"
-                ),
-            })
-    }
 }
 
 impl DiffusionGenerator {

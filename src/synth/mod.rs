@@ -4,6 +4,7 @@
 
 pub mod baseline;
 pub mod diffusion;
+pub mod gan;
 pub mod volumes;
 
 use ndarray::{Array3, Array4};
@@ -11,6 +12,7 @@ use ndarray::{Array3, Array4};
 use crate::dataset::ManifestRow;
 
 pub use diffusion::DiffusionGenerator;
+pub use gan::SaganGenerator;
 
 /// Why synthesis failed.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +62,32 @@ pub trait Generator {
     ) -> Option<Result<Array3<f32>, SynthError>> {
         None
     }
+}
+
+/// Loads the EMA weights (`ema.bpk`) of the checkpoint folder `checkpoint` into `module`.
+pub fn load_weights<M: burn::module::Module>(
+    module: M,
+    checkpoint: &std::path::Path,
+) -> Result<M, SynthError> {
+    let path = checkpoint.join("ema.bpk");
+    if !path.is_file() {
+        return Err(SynthError::Checkpoint {
+            path,
+            what: "no EMA weights here; expected a checkpoint folder written by medsynth \
+                   training (step-NNNNNNNN/)"
+                .into(),
+        });
+    }
+    let record = burn::store::ModuleRecord::load(&path).map_err(|e| SynthError::Checkpoint {
+        path: path.clone(),
+        what: format!("{e:?}"),
+    })?;
+    module
+        .try_load_record(record)
+        .map_err(|e| SynthError::Checkpoint {
+            path,
+            what: format!("the weights do not fit the model the pipeline file describes: {e:?}"),
+        })
 }
 
 /// A seed for one unit of work: splitmix64 over the run seed and the unit's name, so a unit's

@@ -18,21 +18,21 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use burn::grad_clipping::GradientClippingConfig;
 use burn::module::Module;
-use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer, OptimizerRecord};
-use burn::store::ModuleRecord;
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor, TensorData};
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::{CheckpointState, Checkpoints, Ema, LogRow, TrainError, warmup_lr, write_log};
+use super::{
+    CheckpointState, Checkpoints, Ema, LogRow, TrainError, load_optimizer, load_part, optimizer,
+    progress_bar, save_optimizer, save_part, stream, warmup_lr, write_log,
+};
 use crate::dataset::{Loader, SliceSet};
 use crate::models::diffusion::{NoiseSchedule, gaussian};
 use crate::models::{Unet, UnetSpec, seeded};
 use crate::preprocess::LABEL;
-use crate::spec::{ModelSection, OptimizerKind, Task, TrainSection};
+use crate::spec::{ModelKind, ModelSection, Task, TrainSection};
 
 /// Which store channels the model produces and conditions on.
 #[derive(Debug, Clone, PartialEq)]
@@ -189,14 +189,6 @@ impl Conditioning {
     }
 }
 
-/// SplitMix64 of a seed and a stream number.
-fn stream(seed: u64, s: u64) -> u64 {
-    let mut z = seed ^ s.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// Everything a diffusion training run needs.
 #[derive(Debug, Clone)]
 pub struct DiffusionTrainer {
@@ -221,41 +213,6 @@ pub struct Trained {
     pub ema: Unet,
     pub log: Vec<LogRow>,
     pub last_checkpoint: Option<PathBuf>,
-}
-
-fn optimizer(train: &TrainSection) -> ModuleOptimizer {
-    let clip = train
-        .grad_clip
-        .map(|c| GradientClippingConfig::Norm(c as f32));
-    let [b1, b2] = train.betas.map(|b| b as f32);
-    match train.optimizer {
-        OptimizerKind::Adam => {
-            let mut cfg = AdamConfig::new()
-                .with_beta_1(b1)
-                .with_beta_2(b2)
-                .with_epsilon(1e-8);
-            if train.weight_decay > 0.0 {
-                cfg = cfg.with_weight_decay(Some(burn::optim::decay::WeightDecayConfig::new(
-                    train.weight_decay as f32,
-                )));
-            }
-            cfg.with_grad_clipping(clip).init()
-        }
-        OptimizerKind::Adamw => AdamWConfig::new()
-            .with_beta_1(b1)
-            .with_beta_2(b2)
-            .with_epsilon(1e-8)
-            .with_weight_decay(train.weight_decay as f32)
-            .with_grad_clipping(clip)
-            .init(),
-    }
-}
-
-fn record_err(path: &std::path::Path, e: impl std::fmt::Debug) -> TrainError {
-    TrainError::Io {
-        path: path.to_owned(),
-        what: format!("{e:?}"),
-    }
 }
 
 impl DiffusionTrainer {
@@ -341,7 +298,7 @@ impl DiffusionTrainer {
         }
         let ad = device.clone().autodiff();
         let mut net = seeded(&ad, self.seed, || self.spec.init(&ad));
-        let mut optim = optimizer(&self.train);
+        let mut optim = optimizer(&self.train, self.train.betas_for(ModelKind::Diffusion));
         let mut ema = Ema::new(net.valid(), self.train.ema);
         let mut log = super::read_log(&self.log).map_err(|e| TrainError::Setup(e.to_string()))?;
         let loader = Loader::new(
@@ -362,38 +319,15 @@ impl DiffusionTrainer {
                     self.seed
                 )));
             }
-            let load = |name: &str| -> Result<ModuleRecord, TrainError> {
-                let p = dir.join(name);
-                ModuleRecord::load(&p).map_err(|e| record_err(&p, e))
-            };
-            let fit = |name: &str, e: burn::store::RecordError| {
-                record_err(&dir.join(name), format!("does not fit this model: {e:?}"))
-            };
-            net = net
-                .try_load_record(load("model.bpk")?)
-                .map_err(|e| fit("model.bpk", e))?;
-            ema.model = ema
-                .model
-                .clone()
-                .try_load_record(load("ema.bpk")?)
-                .map_err(|e| fit("ema.bpk", e))?;
-            let p = dir.join("optimizer.bpk");
-            optim = optim.load_record(OptimizerRecord::load(&p).map_err(|e| record_err(&p, e))?);
+            net = load_part(net, &dir, "model.bpk")?;
+            ema.model = load_part(ema.model.clone(), &dir, "ema.bpk")?;
+            optim = load_optimizer(optim, &dir, "optimizer.bpk")?;
             step = state.step;
             log.retain(|r| r.step <= step);
             tracing::info!(checkpoint = %dir.display(), step, "resuming training");
             last = Some(dir);
         }
-        let bar = if self.progress {
-            ProgressBar::new(total).with_style(
-                ProgressStyle::with_template(
-                    "{spinner} train {pos}/{len} steps [{elapsed_precise}<{eta_precise}] {wide_bar} {msg}",
-                )
-                .expect("the template is valid"),
-            )
-        } else {
-            ProgressBar::hidden()
-        };
+        let bar = progress_bar(self.progress, total);
         bar.set_position(step);
         let stop = self.max_steps.map_or(total, |m| (step + m).min(total));
         let started = Instant::now();
@@ -410,18 +344,9 @@ impl DiffusionTrainer {
                 }),
             };
             self.checkpoints.save(&state, |dir| {
-                net.clone()
-                    .into_record()
-                    .save(dir.join("model.bpk"))
-                    .map_err(|e| format!("model: {e:?}"))?;
-                ema.clone()
-                    .into_record()
-                    .save(dir.join("ema.bpk"))
-                    .map_err(|e| format!("ema: {e:?}"))?;
-                optim
-                    .to_record()
-                    .save(dir.join("optimizer.bpk"))
-                    .map_err(|e| format!("optimizer: {e:?}"))
+                save_part(net, dir, "model.bpk")?;
+                save_part(ema, dir, "ema.bpk")?;
+                save_optimizer(optim, dir, "optimizer.bpk")
             })
         };
         while step < stop {
@@ -440,7 +365,11 @@ impl DiffusionTrainer {
                     checkpoint: last,
                 });
             }
-            let lr = warmup_lr(self.train.lr, self.train.warmup_steps, step);
+            let lr = warmup_lr(
+                self.train.lr_for(ModelKind::Diffusion),
+                self.train.warmup_steps,
+                step,
+            );
             let grads = GradientsParams::from_grads(loss.backward(), &net);
             net = optim.step(lr, net, grads);
             ema.update(&net.valid(), step);
@@ -458,6 +387,9 @@ impl DiffusionTrainer {
                 val_loss,
                 lr,
                 steps_per_s: rate,
+                d_loss: None,
+                gamma_g: None,
+                gamma_d: None,
             });
             bar.set_position(step);
             bar.set_message(format!("loss {value:.4} {rate:.2} steps/s"));

@@ -16,6 +16,12 @@ pub struct LogRow {
     pub val_loss: Option<f64>,
     pub lr: f64,
     pub steps_per_s: f64,
+    /// GANs: the discriminator's hinge loss (mean over its steps); `loss` is then the
+    /// generator's loss.
+    pub d_loss: Option<f64>,
+    /// GANs: γ of the generator's and the discriminator's SAGAN attention blocks.
+    pub gamma_g: Option<f64>,
+    pub gamma_d: Option<f64>,
 }
 
 /// Writes the log atomically.
@@ -47,6 +53,18 @@ pub fn write_log(path: &Path, rows: &[LogRow]) -> Result<(), StoreError> {
         Column::new(
             "steps_per_s".into(),
             rows.iter().map(|r| r.steps_per_s).collect::<Vec<f64>>(),
+        ),
+        Column::new(
+            "d_loss".into(),
+            rows.iter().map(|r| r.d_loss).collect::<Vec<Option<f64>>>(),
+        ),
+        Column::new(
+            "gamma_g".into(),
+            rows.iter().map(|r| r.gamma_g).collect::<Vec<Option<f64>>>(),
+        ),
+        Column::new(
+            "gamma_d".into(),
+            rows.iter().map(|r| r.gamma_d).collect::<Vec<Option<f64>>>(),
         ),
     ])
     .map_err(err)?;
@@ -85,6 +103,9 @@ pub fn read_log(path: &Path) -> Result<Vec<LogRow>, StoreError> {
     };
     let (step, epoch) = (u("step")?, u("epoch")?);
     let (loss, val, lr, sps) = (f("loss")?, f("val_loss")?, f("lr")?, f("steps_per_s")?);
+    // Logs written before the GAN columns existed have none.
+    let optional = |n: &str| f(n).unwrap_or_else(|_| vec![None; df.height()]);
+    let (d_loss, gamma_g, gamma_d) = (optional("d_loss"), optional("gamma_g"), optional("gamma_d"));
     Ok((0..df.height())
         .map(|i| LogRow {
             step: step[i],
@@ -93,6 +114,9 @@ pub fn read_log(path: &Path) -> Result<Vec<LogRow>, StoreError> {
             val_loss: val[i],
             lr: lr[i].unwrap_or(f64::NAN),
             steps_per_s: sps[i].unwrap_or(f64::NAN),
+            d_loss: d_loss[i],
+            gamma_g: gamma_g[i],
+            gamma_d: gamma_d[i],
         })
         .collect())
 }

@@ -13,7 +13,119 @@ pub use checkpoint::{CheckpointState, Checkpoints};
 pub use ema::Ema;
 pub use log::{LogRow, read_log, write_log};
 
-use std::path::PathBuf;
+pub mod gan;
+
+use std::path::{Path, PathBuf};
+
+use burn::grad_clipping::GradientClippingConfig;
+use burn::module::Module;
+use burn::optim::{AdamConfig, AdamWConfig, ModuleOptimizer, OptimizerRecord};
+use burn::store::ModuleRecord;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::spec::{OptimizerKind, TrainSection};
+
+/// SplitMix64 of a seed and a stream number: the seed of step `s`'s random draws.
+pub(crate) fn stream(seed: u64, s: u64) -> u64 {
+    let mut z = seed ^ s.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The optimizer `[train]` asks for, with Adam's `betas`.
+pub(crate) fn optimizer(train: &TrainSection, betas: [f64; 2]) -> ModuleOptimizer {
+    let clip = train
+        .grad_clip
+        .map(|c| GradientClippingConfig::Norm(c as f32));
+    let [b1, b2] = betas.map(|b| b as f32);
+    match train.optimizer {
+        OptimizerKind::Adam => {
+            let mut cfg = AdamConfig::new()
+                .with_beta_1(b1)
+                .with_beta_2(b2)
+                .with_epsilon(1e-8);
+            if train.weight_decay > 0.0 {
+                cfg = cfg.with_weight_decay(Some(burn::optim::decay::WeightDecayConfig::new(
+                    train.weight_decay as f32,
+                )));
+            }
+            cfg.with_grad_clipping(clip).init()
+        }
+        OptimizerKind::Adamw => AdamWConfig::new()
+            .with_beta_1(b1)
+            .with_beta_2(b2)
+            .with_epsilon(1e-8)
+            .with_weight_decay(train.weight_decay as f32)
+            .with_grad_clipping(clip)
+            .init(),
+    }
+}
+
+fn record_err(path: &Path, e: impl std::fmt::Debug) -> TrainError {
+    TrainError::Io {
+        path: path.to_owned(),
+        what: format!("{e:?}"),
+    }
+}
+
+/// Loads the part `name` of the checkpoint folder `dir` into `module`.
+pub(crate) fn load_part<M: Module>(module: M, dir: &Path, name: &str) -> Result<M, TrainError> {
+    let path = dir.join(name);
+    let record = ModuleRecord::load(&path).map_err(|e| record_err(&path, e))?;
+    module
+        .try_load_record(record)
+        .map_err(|e| record_err(&path, format!("does not fit this model: {e:?}")))
+}
+
+/// Loads the optimizer state `name` of the checkpoint folder `dir`.
+pub(crate) fn load_optimizer(
+    optim: ModuleOptimizer,
+    dir: &Path,
+    name: &str,
+) -> Result<ModuleOptimizer, TrainError> {
+    let path = dir.join(name);
+    let record = OptimizerRecord::load(&path).map_err(|e| record_err(&path, e))?;
+    Ok(optim.load_record(record))
+}
+
+/// Saves `module` as the part `name` of the checkpoint folder being written.
+pub(crate) fn save_part<M: Module + Clone>(
+    module: &M,
+    dir: &Path,
+    name: &str,
+) -> Result<(), String> {
+    module
+        .clone()
+        .into_record()
+        .save(dir.join(name))
+        .map_err(|e| format!("{name}: {e:?}"))
+}
+
+/// Saves optimizer state as the part `name`.
+pub(crate) fn save_optimizer(
+    optim: &ModuleOptimizer,
+    dir: &Path,
+    name: &str,
+) -> Result<(), String> {
+    optim
+        .to_record()
+        .save(dir.join(name))
+        .map_err(|e| format!("{name}: {e:?}"))
+}
+
+/// The training progress bar (hidden when `show` is false).
+pub(crate) fn progress_bar(show: bool, total: u64) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    ProgressBar::new(total).with_style(
+        ProgressStyle::with_template(
+            "{spinner} train {pos}/{len} steps [{elapsed_precise}<{eta_precise}] {wide_bar} {msg}",
+        )
+        .expect("the template is valid"),
+    )
+}
 
 /// The learning rate at optimizer step `step` (0-based): linear warm-up over `warmup` steps,
 /// then constant.
