@@ -5,67 +5,12 @@
 mod common;
 
 use burn::tensor::Device;
-use medsynth::dataset::{ManifestRow, SliceSet};
+use medsynth::dataset::SliceSet;
 use medsynth::models::UnetSpec;
 use medsynth::models::diffusion::NoiseSchedule;
-use medsynth::preprocess::{cut_slices, prepare};
-use medsynth::spec::{
-    DiffusionConfig, ModelSection, NormalizeConfig, PreprocessSection, SliceAxis, SliceConfig,
-    TrainSection,
-};
+use medsynth::spec::{DiffusionConfig, ModelSection, TrainSection};
 use medsynth::train::Checkpoints;
 use medsynth::train::diffusion::{Conditioning, DiffusionTrainer};
-use medsynth::volume::Volume;
-
-/// Axial T1/T2 slices of one phantom, 32 x 32, normalized to [-1, 1].
-fn slices(count: usize) -> SliceSet {
-    let (_, vols, _) = common::phantom_contrasts([40, 48, 36], 5.0, 4);
-    let order = ["t1".to_owned(), "t2".to_owned()];
-    let section = PreprocessSection {
-        size: Some([32, 32]),
-        crop_margin_vox: 0,
-        normalize: NormalizeConfig::default(),
-        slices: SliceConfig::default(),
-        ..PreprocessSection::default()
-    };
-    let p = prepare(
-        &section,
-        [
-            ("t1".to_owned(), vols[0].clone()),
-            ("t2".to_owned(), vols[2].clone()),
-        ]
-        .into(),
-        None,
-        &order,
-        SliceAxis::Axial,
-    )
-    .unwrap();
-    let chans: Vec<&Volume> = order.iter().map(|m| &p.modalities[m].0).collect();
-    let cut = cut_slices(&chans, &p.mask, SliceAxis::Axial, 0.3, 0).unwrap();
-    let mid = cut.len() / 2;
-    let picked = &cut[mid - count / 2..mid - count / 2 + count];
-    let views: Vec<_> = picked.iter().map(|s| s.data.view()).collect();
-    SliceSet {
-        channels: order.to_vec(),
-        data: ndarray::stack(ndarray::Axis(0), &views).unwrap(),
-        rows: picked
-            .iter()
-            .map(|s| ManifestRow {
-                subject: "sub-001".into(),
-                split: "train".into(),
-                axis: "axial".into(),
-                slice_index: s.index as u32,
-                world_position_mm: 0.0,
-                shard: String::new(),
-                row: 0,
-                channels_real: "t1,t2".into(),
-                channels_missing: String::new(),
-                source_sha256: String::new(),
-                record: String::new(),
-            })
-            .collect(),
-    }
-}
 
 fn model() -> ModelSection {
     toml::from_str(
@@ -127,7 +72,7 @@ fn trainer(
 
 #[test]
 fn a_resumed_run_gives_the_same_next_losses_as_an_uninterrupted_one() {
-    let set = slices(8);
+    let set = common::t1_t2_slices(8);
     let device = Device::flex();
     let whole = tempfile::tempdir().unwrap();
     let straight = trainer(&set, whole.path(), 3, 3)
@@ -165,7 +110,7 @@ fn a_resumed_run_gives_the_same_next_losses_as_an_uninterrupted_one() {
 
 #[test]
 fn a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint() {
-    let mut set = slices(4);
+    let mut set = common::t1_t2_slices(4);
     set.data[[1, 1, 10, 10]] = f32::NAN;
     let dir = tempfile::tempdir().unwrap();
     let err = trainer(&set, dir.path(), 1, 1)
@@ -181,7 +126,7 @@ fn the_loss_falls_when_fitting_a_few_phantom_slices() {
     let n: usize = std::env::var("EXP_N")
         .map(|v| v.parse().unwrap())
         .unwrap_or(4);
-    let set = slices(n);
+    let set = common::t1_t2_slices(n);
     let dir = tempfile::tempdir().unwrap();
     let t = trainer(&set, dir.path(), 40, 1000);
     let trained = t.run(&set, None, &Device::flex()).unwrap();
@@ -209,7 +154,7 @@ fn overfitting_t1_to_t2_gives_ddim_samples_close_to_the_target() {
     use medsynth::models::diffusion::Sampler;
     use medsynth::synth::{DiffusionGenerator, Generator};
     let n = 5;
-    let set = slices(n);
+    let set = common::t1_t2_slices(n);
     let dir = tempfile::tempdir().unwrap();
     let mut t = trainer(&set, dir.path(), STEPS, 10_000);
     t.train.batch_size = n as u32;

@@ -73,7 +73,7 @@ impl SpectralConv2d {
     pub fn sigma(&self, update: bool) -> Tensor<1> {
         let w = self.weight.val();
         let [o, i, kh, kw] = w.dims();
-        let (sigma, u) = power_iteration(w.reshape([o, i * kh * kw]), self.u.value());
+        let (sigma, u) = power_iteration(w.reshape([o, i * kh * kw]), self.u.value_sync());
         if update {
             self.u.update(u);
         }
@@ -116,7 +116,7 @@ impl SpectralLinear {
     /// σ of the current weight; with `update` the power iteration advances.
     pub fn sigma(&self, update: bool) -> Tensor<1> {
         // PyTorch's matrix is [out, in], the transpose of burn's storage.
-        let (sigma, u) = power_iteration(self.weight.val().transpose(), self.u.value());
+        let (sigma, u) = power_iteration(self.weight.val().transpose(), self.u.value_sync());
         if update {
             self.u.update(u);
         }

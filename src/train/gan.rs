@@ -373,10 +373,12 @@ impl GanTrainer {
                         "label_classes": conditioning.label.map(|(_, k)| k),
                     }),
                 };
+                // `valid()` syncs the running states (power-iteration vectors, batch-norm
+                // statistics), whose newest value a record would otherwise miss.
                 last = Some(self.checkpoints.save(&state, |dir| {
-                    save_part(&g, dir, "model.bpk")?;
+                    save_part(&g.valid(), dir, "model.bpk")?;
                     save_part(&ema.model, dir, "ema.bpk")?;
-                    save_part(&d, dir, "discriminator.bpk")?;
+                    save_part(&d.valid(), dir, "discriminator.bpk")?;
                     save_optimizer(&optim_g, dir, "optimizer.bpk")?;
                     save_optimizer(&optim_d, dir, "optimizer_d.bpk")
                 })?);

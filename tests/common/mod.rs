@@ -124,3 +124,55 @@ pub fn phantom_contrasts(
     let mask = s.tissues.mapv(|t| t != 0);
     (s, vols, mask)
 }
+
+/// The middle `count` axial T1/T2 slices of one phantom, 32 x 32, normalized to [-1, 1].
+pub fn t1_t2_slices(count: usize) -> medsynth::dataset::SliceSet {
+    let (_, vols, _) = phantom_contrasts([40, 48, 36], 5.0, 4);
+    let order = ["t1".to_owned(), "t2".to_owned()];
+    use medsynth::preprocess::{cut_slices, prepare};
+    use medsynth::spec::{NormalizeConfig, PreprocessSection, SliceAxis, SliceConfig};
+    let section = PreprocessSection {
+        size: Some([32, 32]),
+        crop_margin_vox: 0,
+        normalize: NormalizeConfig::default(),
+        slices: SliceConfig::default(),
+        ..PreprocessSection::default()
+    };
+    let p = prepare(
+        &section,
+        [
+            ("t1".to_owned(), vols[0].clone()),
+            ("t2".to_owned(), vols[2].clone()),
+        ]
+        .into(),
+        None,
+        &order,
+        SliceAxis::Axial,
+    )
+    .unwrap();
+    let chans: Vec<&medsynth::volume::Volume> = order.iter().map(|m| &p.modalities[m].0).collect();
+    let cut = cut_slices(&chans, &p.mask, SliceAxis::Axial, 0.3, 0).unwrap();
+    let mid = cut.len() / 2;
+    let picked = &cut[mid - count / 2..mid - count / 2 + count];
+    let views: Vec<_> = picked.iter().map(|s| s.data.view()).collect();
+    medsynth::dataset::SliceSet {
+        channels: order.to_vec(),
+        data: ndarray::stack(ndarray::Axis(0), &views).unwrap(),
+        rows: picked
+            .iter()
+            .map(|s| medsynth::dataset::ManifestRow {
+                subject: "sub-001".into(),
+                split: "train".into(),
+                axis: "axial".into(),
+                slice_index: s.index as u32,
+                world_position_mm: 0.0,
+                shard: String::new(),
+                row: 0,
+                channels_real: "t1,t2".into(),
+                channels_missing: String::new(),
+                source_sha256: String::new(),
+                record: String::new(),
+            })
+            .collect(),
+    }
+}

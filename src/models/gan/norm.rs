@@ -55,8 +55,8 @@ impl ConditionalBatchNorm {
             self.running_var.update(var.detach());
             out.output
         } else {
-            let mean = self.running_mean.value().to_device(&device);
-            let var = self.running_var.value().to_device(&device);
+            let mean = self.running_mean.value_sync().to_device(&device);
+            let var = self.running_var.value_sync().to_device(&device);
             batch_norm(x, ones, zeros, mean, var, EPSILON)
         };
         let gain = self.gain.forward(cond.clone(), train) + 1.0;
