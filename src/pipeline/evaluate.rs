@@ -43,6 +43,9 @@ pub struct Evaluation {
     pub path: PathBuf,
     /// Metrics asked for but not computed, with why.
     pub skipped: Vec<(String, String)>,
+    /// Scores of other runs' models on the same subjects (`evaluate.compare`), for the report
+    /// and the summary only.
+    pub compared: Vec<MetricRow>,
 }
 
 impl Evaluation {
@@ -50,7 +53,7 @@ impl Evaluation {
     /// metric, region).
     pub fn aggregates(&self) -> BTreeMap<Group, Summary> {
         let mut groups: BTreeMap<Group, Vec<f64>> = BTreeMap::new();
-        for r in &self.rows {
+        for r in self.rows.iter().chain(&self.compared) {
             groups
                 .entry((
                     r.method.clone(),
@@ -339,11 +342,111 @@ pub fn run(
     let row = run.row(Stage::Evaluate, "metrics", &path, "", &started)?;
     run.record(row);
     run.save_provenance()?;
+    let compared = compare(run, &section, &rows)?;
     Ok(Evaluation {
         rows,
         path,
         skipped,
+        compared,
     })
+}
+
+/// Reads `metrics.parquet` rows.
+pub fn read_metrics(path: &Path) -> Result<Vec<MetricRow>, crate::dataset::StoreError> {
+    let df = crate::dataset::read_parquet(path)?;
+    let text = |n: &str| crate::dataset::text_column(&df, path, n);
+    let (method, subject, modality) = (text("method")?, text("subject")?, text("modality")?);
+    let (metric, region, protocol) = (text("metric")?, text("region")?, text("protocol")?);
+    let value: Vec<f64> = df
+        .column("value")
+        .and_then(|c| c.f64().cloned())
+        .map_err(|e| crate::dataset::StoreError::Invalid {
+            path: path.to_owned(),
+            what: format!("column \"value\": {e}"),
+        })?
+        .iter()
+        .map(|v| v.unwrap_or(f64::NAN))
+        .collect();
+    Ok((0..df.height())
+        .map(|i| MetricRow {
+            method: method[i].clone(),
+            subject: subject[i].clone(),
+            modality: modality[i].clone(),
+            metric: metric[i].clone(),
+            region: region[i].clone(),
+            protocol: protocol[i].clone(),
+            value: value[i],
+        })
+        .collect())
+}
+
+/// The models' scores of the runs `evaluate.compare` names, on exactly this run's subjects,
+/// modalities, metrics and protocol. A run that has not been evaluated yet, or that scored
+/// other subjects, is an error that says so.
+fn compare(
+    run: &Run,
+    section: &crate::spec::EvaluateSection,
+    own: &[MetricRow],
+) -> Result<Vec<MetricRow>, RunError> {
+    let keys: std::collections::BTreeSet<(&str, &str, &str, &str, &str)> = own
+        .iter()
+        .map(|r| {
+            (
+                r.subject.as_str(),
+                r.modality.as_str(),
+                r.metric.as_str(),
+                r.region.as_str(),
+                r.protocol.as_str(),
+            )
+        })
+        .collect();
+    let mut out = Vec::new();
+    for folder in &section.compare {
+        let path = run.resolve(folder).join("metrics.parquet");
+        if !path.is_file() {
+            return Err(failed(
+                &path,
+                format!(
+                    "evaluate.compare names {folder:?}, which has no metrics.parquet; run that pipeline first"
+                ),
+            ));
+        }
+        let name = Path::new(folder)
+            .file_name()
+            .map_or_else(|| folder.clone(), |n| n.to_string_lossy().into_owned());
+        let rows = read_metrics(&path).map_err(|e| failed(&path, e))?;
+        let models: Vec<MetricRow> = rows
+            .into_iter()
+            .filter(|r| !r.method.starts_with("baseline-"))
+            .filter(|r| {
+                keys.contains(&(
+                    r.subject.as_str(),
+                    r.modality.as_str(),
+                    r.metric.as_str(),
+                    r.region.as_str(),
+                    r.protocol.as_str(),
+                ))
+            })
+            .map(|r| MetricRow {
+                method: format!("{} [{name}]", r.method),
+                ..r
+            })
+            .collect();
+        let theirs: std::collections::BTreeSet<&str> =
+            models.iter().map(|r| r.subject.as_str()).collect();
+        let ours: std::collections::BTreeSet<&str> =
+            own.iter().map(|r| r.subject.as_str()).collect();
+        if theirs != ours {
+            return Err(failed(
+                &path,
+                format!(
+                    "evaluate.compare: {folder:?} scored subjects {theirs:?}, this run {ours:?}; compare runs of the same data, seed and split"
+                ),
+            ));
+        }
+        out.extend(models);
+    }
+    Ok(out)
 }
 
 /// The Inception weights file: `evaluate.fid_weights`, else `MEDSYNTH_FID_WEIGHTS`; a named

@@ -263,6 +263,7 @@ fn metrics(e: &Evaluation) -> Section {
     let mut per_subject: Vec<Vec<String>> = e
         .rows
         .iter()
+        .chain(&e.compared)
         .map(|r| {
             vec![
                 format!("{} / {}", r.subject, r.method),
@@ -286,6 +287,21 @@ fn metrics(e: &Evaluation) -> Section {
         Block::Table(head("method"), agg),
         Block::Table(head("subject / method"), per_subject),
     ];
+    let others: std::collections::BTreeSet<&str> =
+        e.compared.iter().map(|r| r.method.as_str()).collect();
+    if !others.is_empty() {
+        blocks.insert(
+            1,
+            Block::Text(format!(
+                "Shown beside it, from earlier runs on the same subjects (`evaluate.compare`): {}.",
+                others
+                    .iter()
+                    .map(|m| format!("`{m}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        );
+    }
     for (metric, why) in &e.skipped {
         blocks.push(Block::Text(format!("{metric}: not computed: {why}")));
     }

@@ -653,14 +653,22 @@ fn check_unet(file: &PipelineFile, model: &ModelSection, out: &mut Findings) {
                 KeyPath::parse("model.unet.channel_mult").index(i),
                 "0 is not allowed, expected at least 1",
             );
-        } else if u.groups > 0 && !channels.is_multiple_of(u.groups) {
+        } else if model.kind == ModelKind::Diffusion
+            && u.groups > 0
+            && !channels.is_multiple_of(u.groups)
+        {
             out.add_at(
                 KeyPath::parse("model.unet.channel_mult").index(i),
                 format!("level {i} has {channels} channels, which model.unet.groups = {} does not divide", u.groups),
             );
         }
     }
-    let factor = 1u32 << (u.channel_mult.len() - 1);
+    // The GAN's noise generator doubles from a 4-pixel start instead of using the UNet levels.
+    let factor = if model.kind == ModelKind::Sagan && model.task == Task::Generation {
+        1
+    } else {
+        1u32 << (u.channel_mult.len() - 1)
+    };
     let Some(size) = file.preprocess.size else {
         out.add("preprocess", "missing field \"size\", required when [model] is present: every slice must have the same [rows, cols]");
         return;

@@ -62,6 +62,12 @@ pub struct EvaluateSection {
     /// Without weights the report says FID was not computed.
     #[serde(default)]
     pub fid_weights: Option<String>,
+    /// Folders of earlier runs (relative to the run root, e.g. `runs/demo`) on the same data and
+    /// split: their models' scores on this run's subjects are shown beside this model in the
+    /// report and the summary, named `method [folder]` (metrics.parquet keeps this run's own).
+    /// Default none.
+    #[serde(default)]
+    pub compare: Vec<String>,
     /// KID subsets and subset size. Default `[100, 1000]`.
     #[serde(default = "default_kid_subsets")]
     pub kid_subsets: [u32; 2],
@@ -74,6 +80,7 @@ impl Default for EvaluateSection {
             protocol: Protocol::default(),
             split: SplitName::default(),
             data_range: None,
+            compare: Vec::new(),
             fid_weights: None,
             kid_subsets: default_kid_subsets(),
         }

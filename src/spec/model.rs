@@ -162,7 +162,8 @@ pub struct UnetConfig {
     /// Residual blocks per level. Default 2.
     #[serde(default = "default_res_blocks")]
     pub res_blocks: u32,
-    /// GroupNorm groups; must divide every level's channel count. Default 32.
+    /// GroupNorm groups; must divide every level's channel count (diffusion; the GAN UNet uses
+    /// the largest divisor of each width not above it). Default 32.
     #[serde(default = "default_groups")]
     pub groups: u32,
     /// Dropout in residual blocks, in [0, 1). Default 0.0.
