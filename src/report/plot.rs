@@ -172,7 +172,8 @@ fn running_mean(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// A GAN's training: generator and discriminator losses (running means, linear scale, as the
+/// A GAN's training (labels spell γ as "gamma": the bundled font subset has no Greek):
+/// generator and discriminator losses (running means, linear scale, as the
 /// generator's hinge term may be negative) above the γ of both SAGAN attention blocks, which
 /// show how much non-local evidence each network has learnt to use.
 pub fn gan_curves(log: &[LogRow], width: u32, height: u32) -> Result<Picture, String> {
@@ -207,11 +208,11 @@ pub fn gan_curves(log: &[LogRow], width: u32, height: u32) -> Result<Picture, St
         )?;
         line_panel(
             &panels[1],
-            "attention gate γ",
-            "γ",
+            "attention gate gamma",
+            "gamma",
             &[
-                ("γ generator".into(), series(&|r| r.gamma_g), BLUE),
-                ("γ discriminator".into(), series(&|r| r.gamma_d), RED),
+                ("gamma, generator".into(), series(&|r| r.gamma_g), BLUE),
+                ("gamma, discriminator".into(), series(&|r| r.gamma_d), RED),
             ],
         )?;
         root.present().map_err(|e| e.to_string())?;
