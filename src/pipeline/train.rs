@@ -100,7 +100,10 @@ pub fn gan_trainer(
     set: &SliceSet,
     run_dir: &std::path::Path,
 ) -> Result<GanTrainer, String> {
-    let conditioning = Conditioning::new(model, set).map_err(|e| e.to_string())?;
+    let mut conditioning = Conditioning::new(model, set).map_err(|e| e.to_string())?;
+    // Whole-condition dropout trains the unconditional model classifier-free guidance needs;
+    // a GAN has no such guidance, and with the L1 term it would only pull G to the mean image.
+    conditioning.cond_dropout = 0.0;
     let size = [set.data.shape()[2], set.data.shape()[3]];
     Ok(GanTrainer {
         inputs: GanInputs {

@@ -608,6 +608,13 @@ fn check_model(file: &PipelineFile, model: &ModelSection, declared: &[String], o
             );
         }
     }
+    if model.kind == ModelKind::Sagan && model.attention != crate::spec::AttentionConfig::default()
+    {
+        out.add(
+            "model.attention",
+            "configures the diffusion UNet's attention; with kind \"sagan\" the SAGAN attention blocks are placed by model.gan.attention_resolution",
+        );
+    }
     if model.kind == ModelKind::Sagan
         && let Some(size) = file.preprocess.size
     {

@@ -121,7 +121,8 @@ pub struct ModelSection {
     #[serde(default = "default_modality_dropout")]
     pub modality_dropout: f64,
     /// Probability of dropping the whole condition during training, enabling
-    /// classifier-free guidance at sampling time. Default 0.1.
+    /// classifier-free guidance at sampling time (diffusion only; GANs have no such guidance
+    /// and train with every condition). Default 0.1.
     #[serde(default = "default_cond_dropout")]
     pub cond_dropout: f64,
     /// Apply this checkpoint (relative to the run root) instead of training.
@@ -130,7 +131,8 @@ pub struct ModelSection {
     /// UNet backbone (diffusion, and the SAGAN translation generator).
     #[serde(default)]
     pub unet: UnetConfig,
-    /// Self-attention inside the backbone.
+    /// Self-attention inside the diffusion UNet (the GANs' SAGAN blocks are placed by
+    /// `model.gan.attention_resolution`).
     #[serde(default)]
     pub attention: AttentionConfig,
     /// Diffusion settings; only with `kind = "diffusion"`.
