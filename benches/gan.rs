@@ -65,6 +65,8 @@ fn measure(c: &Case) -> (usize, usize, f64, f64) {
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let real: Tensor<4> = gaussian([BATCH, 1, c.size, c.size], &mut rng, &device).clamp(-1.0, 1.0);
     let cond = gaussian([BATCH, 2, c.size, c.size], &mut rng, &device);
+    let range = s.output_range;
+    // The condition (paired models) or fresh latents (noise models) of one step.
     let mut input = || match c.arch {
         GanArch::Unet => GanInput {
             cond: Some(cond.clone()),
@@ -75,8 +77,8 @@ fn measure(c: &Case) -> (usize, usize, f64, f64) {
             ..GanInput::default()
         },
     };
-    let range = s.output_range;
-    let mut d_step = |g: &medsynth::models::gan::GanGenerator,
+    let mut d_step = |input: &mut dyn FnMut() -> GanInput,
+                      g: &medsynth::models::gan::GanGenerator,
                       d: medsynth::models::gan::GanDiscriminator| {
         let i = input();
         let fake = g.forward(&i, range, true).0.detach();
@@ -87,23 +89,14 @@ fn measure(c: &Case) -> (usize, usize, f64, f64) {
         let grads = GradientsParams::from_grads(loss.backward(), &d);
         opt_d.step(4e-4, d, grads)
     };
-    d = d_step(&g, d);
+    d = d_step(&mut input, &g, d);
     let start = Instant::now();
     for _ in 0..c.steps {
-        d = d_step(&g, d);
+        d = d_step(&mut input, &g, d);
     }
     let d_rate = c.steps as f64 / start.elapsed().as_secs_f64();
-    let mut input = || match c.arch {
-        GanArch::Unet => GanInput {
-            cond: Some(cond.clone()),
-            ..GanInput::default()
-        },
-        GanArch::Noise => GanInput {
-            z: Some(latents(BATCH, 128, None, &mut rng, &device)),
-            ..GanInput::default()
-        },
-    };
-    let mut g_step = |g: medsynth::models::gan::GanGenerator| {
+    let mut g_step = |input: &mut dyn FnMut() -> GanInput,
+                      g: medsynth::models::gan::GanGenerator| {
         let i = input();
         let (fake, _) = g.forward(&i, range, true);
         let mut loss = generator_hinge(d.forward(fake.clone(), &i, true).0);
@@ -113,10 +106,10 @@ fn measure(c: &Case) -> (usize, usize, f64, f64) {
         let grads = GradientsParams::from_grads(loss.backward(), &g);
         opt_g.step(1e-4, g, grads)
     };
-    g = g_step(g);
+    g = g_step(&mut input, g);
     let start = Instant::now();
     for _ in 0..c.steps {
-        g = g_step(g);
+        g = g_step(&mut input, g);
     }
     let g_rate = c.steps as f64 / start.elapsed().as_secs_f64();
     (pg, pd, d_rate, g_rate)
