@@ -100,6 +100,14 @@ fn a_resumed_run_gives_the_same_next_losses_as_an_uninterrupted_one() {
     for (x, y) in a.iter().zip(&b) {
         assert!((x - y).abs() <= 1e-6 * x.abs().max(1.0), "{a:?}\n{b:?}");
     }
+    // Other settings refuse to resume, naming what changed; more epochs continue.
+    let mut changed = trainer(&set, split.path(), 4, 3);
+    changed.train.lr = Some(5e-4);
+    let err = changed.run(&set, None, &device).unwrap_err().to_string();
+    assert!(
+        err.contains("other settings (train.lr)") && err.contains("step-00000006"),
+        "{err}"
+    );
     // The log on disk has every step once.
     let on_disk = medsynth::train::read_log(&split.path().join("train_log.parquet")).unwrap();
     assert_eq!(

@@ -277,6 +277,20 @@ fn a_resumed_gan_run_gives_the_same_next_losses_as_an_uninterrupted_one() {
         assert!(close(da, db), "D {da} vs {db}");
         assert!(close(a.gamma_g.unwrap(), b.gamma_g.unwrap()));
     }
+    // Other settings refuse to resume, naming what changed.
+    let mut changed = trainer(&set, split.path(), 4, 3);
+    changed.gan.n_dis = 2;
+    changed.gan.l1_weight = 10.0;
+    let err = changed.run(&set, None, &device).unwrap_err().to_string();
+    assert!(
+        err.contains("other settings (gan_config.l1_weight)"),
+        "{err}"
+    );
+    // More epochs with the same settings continue from step 6.
+    let mut longer = trainer(&set, split.path(), 4, 3);
+    longer.gan.n_dis = 2;
+    longer.max_steps = Some(1);
+    assert_eq!(longer.run(&set, None, &device).unwrap().log.len(), 7);
     // γ starts at 0 and the optimizer moves it.
     let last = rest.log.last().unwrap();
     assert!(
@@ -284,7 +298,7 @@ fn a_resumed_gan_run_gives_the_same_next_losses_as_an_uninterrupted_one() {
         "{last:?}"
     );
     let on_disk = medsynth::train::read_log(&split.path().join("train_log.parquet")).unwrap();
-    assert_eq!(on_disk.len(), 6);
+    assert_eq!(on_disk.len(), 7);
     assert!(
         on_disk
             .iter()

@@ -25,8 +25,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::{
-    CheckpointState, Checkpoints, Ema, LogRow, TrainError, load_optimizer, load_part, optimizer,
-    progress_bar, save_optimizer, save_part, stream, warmup_lr, write_log,
+    CheckpointState, Checkpoints, Ema, LogRow, TrainError, check_resume, load_optimizer, load_part,
+    optimizer, progress_bar, resumable, save_optimizer, save_part, stream, warmup_lr, write_log,
 };
 use crate::dataset::{Loader, SliceSet};
 use crate::models::diffusion::{NoiseSchedule, gaussian};
@@ -164,6 +164,17 @@ impl Conditioning {
             }
         }
         (x0, cond)
+    }
+
+    /// The settings a resumed run must keep, as recorded in checkpoints.
+    pub fn fingerprint(&self) -> serde_json::Value {
+        serde_json::json!({
+            "task": self.task,
+            "targets": self.targets,
+            "inputs": self.inputs,
+            "modality_dropout": self.modality_dropout,
+            "cond_dropout": self.cond_dropout,
+        })
     }
 
     /// For each row of `set`, whether each input modality is real there.
@@ -310,15 +321,14 @@ impl DiffusionTrainer {
         let per_epoch = loader.batches() as u64;
         let total = per_epoch * self.train.epochs as u64;
         let (mut step, mut last) = (0u64, None);
+        let extra = serde_json::json!({
+            "unet": self.spec,
+            "label_classes": self.conditioning.label.map(|(_, k)| k),
+            "conditioning": self.conditioning.fingerprint(),
+            "train": resumable(&self.train, ModelKind::Diffusion),
+        });
         if let Some((dir, state)) = self.checkpoints.latest()? {
-            if state.seed != self.seed {
-                return Err(TrainError::Setup(format!(
-                    "{}: checkpoint of seed {}, this run has seed {}; use another run folder",
-                    dir.display(),
-                    state.seed,
-                    self.seed
-                )));
-            }
+            check_resume(&dir, &state, self.seed, &extra)?;
             net = load_part(net, &dir, "model.bpk")?;
             ema.model = load_part(ema.model.clone(), &dir, "ema.bpk")?;
             optim = load_optimizer(optim, &dir, "optimizer.bpk")?;
@@ -338,10 +348,7 @@ impl DiffusionTrainer {
                 epoch: step / per_epoch.max(1),
                 batch: step % per_epoch.max(1),
                 seed: self.seed,
-                extra: serde_json::json!({
-                    "unet": self.spec,
-                    "label_classes": self.conditioning.label.map(|(_, k)| k),
-                }),
+                extra: extra.clone(),
             };
             self.checkpoints.save(&state, |dir| {
                 save_part(net, dir, "model.bpk")?;

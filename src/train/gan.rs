@@ -31,8 +31,8 @@ use rand_chacha::ChaCha8Rng;
 use super::diffusion::Conditioning;
 use super::gan_loss::{discriminator_hinge, generator_hinge, l1};
 use super::{
-    CheckpointState, Checkpoints, Ema, LogRow, TrainError, load_optimizer, load_part, optimizer,
-    progress_bar, save_optimizer, save_part, stream, warmup_lr, write_log,
+    CheckpointState, Checkpoints, Ema, LogRow, TrainError, check_resume, load_optimizer, load_part,
+    optimizer, progress_bar, resumable, save_optimizer, save_part, stream, warmup_lr, write_log,
 };
 use crate::dataset::{Batch, Loader, ManifestRow, SliceSet};
 use crate::models::diffusion::gaussian;
@@ -264,15 +264,15 @@ impl GanTrainer {
         let per_epoch = loader.batches() as u64;
         let total = per_epoch * self.train.epochs as u64;
         let (mut step, mut last) = (0u64, None);
+        let extra = serde_json::json!({
+            "gan": self.spec(),
+            "label_classes": conditioning.label.map(|(_, k)| k),
+            "conditioning": conditioning.fingerprint(),
+            "gan_config": self.gan,
+            "train": resumable(&self.train, ModelKind::Sagan),
+        });
         if let Some((dir, state)) = self.checkpoints.latest()? {
-            if state.seed != self.seed {
-                return Err(TrainError::Setup(format!(
-                    "{}: checkpoint of seed {}, this run has seed {}; use another run folder",
-                    dir.display(),
-                    state.seed,
-                    self.seed
-                )));
-            }
+            check_resume(&dir, &state, self.seed, &extra)?;
             g = load_part(g, &dir, "model.bpk")?;
             ema.model = load_part(ema.model.clone(), &dir, "ema.bpk")?;
             d = load_part(d, &dir, "discriminator.bpk")?;
@@ -368,10 +368,7 @@ impl GanTrainer {
                     epoch: step / per_epoch.max(1),
                     batch: step % per_epoch.max(1),
                     seed: self.seed,
-                    extra: serde_json::json!({
-                        "gan": self.spec(),
-                        "label_classes": conditioning.label.map(|(_, k)| k),
-                    }),
+                    extra: extra.clone(),
                 };
                 // `valid()` syncs the running states (power-iteration vectors, batch-norm
                 // statistics), whose newest value a record would otherwise miss.

@@ -23,7 +23,7 @@ use burn::optim::{AdamConfig, AdamWConfig, ModuleOptimizer, OptimizerRecord};
 use burn::store::ModuleRecord;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::spec::{OptimizerKind, TrainSection};
+use crate::spec::{ModelKind, OptimizerKind, TrainSection};
 
 /// SplitMix64 of a seed and a stream number: the seed of step `s`'s random draws.
 pub(crate) fn stream(seed: u64, s: u64) -> u64 {
@@ -112,6 +112,76 @@ pub(crate) fn save_optimizer(
         .to_record()
         .save(dir.join(name))
         .map_err(|e| format!("{name}: {e:?}"))
+}
+
+/// What of `[train]` a resumed run of a `kind` model must share with the checkpoint:
+/// everything but how long to train, how often to checkpoint and on which device, with the
+/// learning rate and betas resolved (so an explicit default equals an omitted one).
+pub(crate) fn resumable(train: &TrainSection, kind: ModelKind) -> serde_json::Value {
+    let resolved = TrainSection {
+        lr: Some(train.lr_for(kind)),
+        betas: Some(train.betas_for(kind)),
+        ..train.clone()
+    };
+    let mut v = serde_json::to_value(resolved).unwrap_or_default();
+    if let Some(map) = v.as_object_mut() {
+        for key in ["epochs", "checkpoint_every", "device"] {
+            map.remove(key);
+        }
+    }
+    v
+}
+
+/// Dotted paths where `current` differs from `saved` (keys `saved` lacks are not compared,
+/// so checkpoints written before a setting was recorded still resume).
+fn differences(
+    prefix: &str,
+    saved: &serde_json::Value,
+    current: &serde_json::Value,
+) -> Vec<String> {
+    match (saved, current) {
+        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => b
+            .iter()
+            .filter_map(|(k, v)| a.get(k).map(|old| (k, old, v)))
+            .flat_map(|(k, old, v)| {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                differences(&path, old, v)
+            })
+            .collect(),
+        (a, b) if a != b => vec![prefix.to_owned()],
+        _ => Vec::new(),
+    }
+}
+
+/// Refuses to resume from the checkpoint `dir` when it was written with another seed or other
+/// settings (`extra` as the trainer records it), naming what changed.
+pub(crate) fn check_resume(
+    dir: &Path,
+    state: &CheckpointState,
+    seed: u64,
+    extra: &serde_json::Value,
+) -> Result<(), TrainError> {
+    if state.seed != seed {
+        return Err(TrainError::Setup(format!(
+            "{}: checkpoint of seed {}, this run has seed {seed}; use another run folder",
+            dir.display(),
+            state.seed,
+        )));
+    }
+    let changed = differences("", &state.extra, extra);
+    if changed.is_empty() {
+        return Ok(());
+    }
+    Err(TrainError::Setup(format!(
+        "{}: this checkpoint was trained with other settings ({}); resuming would mix them. \
+         Restore the settings, or move the run's checkpoints/ folder away to train from scratch",
+        dir.display(),
+        changed.join(", ")
+    )))
 }
 
 /// The training progress bar (hidden when `show` is false).
