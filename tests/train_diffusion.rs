@@ -190,18 +190,7 @@ fn overfitting_t1_to_t2_gives_ddim_samples_close_to_the_target() {
     let rows: Vec<&ManifestRow> = set.rows.iter().collect();
     let fake = generator.generate(&set.data, &rows, 3).unwrap();
     assert_eq!(fake.dim(), (n, 1, 32, 32));
-    let ssim: Vec<f64> = (0..n)
-        .map(|i| {
-            let real = set.data.index_axis(ndarray::Axis(0), i);
-            medsynth::metrics::ssim_2d(
-                fake.index_axis(ndarray::Axis(0), i)
-                    .index_axis(ndarray::Axis(0), 0),
-                real.index_axis(ndarray::Axis(0), 1),
-                2.0,
-            )
-            .unwrap()
-        })
-        .collect();
+    let ssim = common::ssim_per_slice(&fake, 0, &set.data, 1);
     let mean = ssim.iter().sum::<f64>() / n as f64;
     eprintln!("loss {start:.4} -> {end:.4}; SSIM {ssim:.3?} mean {mean:.3}");
     assert!(mean > SSIM_FLOOR, "SSIM {ssim:?}");

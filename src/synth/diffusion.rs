@@ -7,7 +7,7 @@ use ndarray::{Array3, Array4};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::{Generator, SynthError};
+use super::{Generator, SynthError, to_array};
 use crate::dataset::ManifestRow;
 use crate::models::diffusion::{NoiseSchedule, Sampler, gaussian, sample};
 use crate::models::{Guidance, Unet, attention_grid, guided_output, received_attention};
@@ -113,18 +113,7 @@ impl Generator for DiffusionGenerator {
                 )
             },
         );
-        let values = result
-            .to_data()
-            .try_to_vec::<f32>()
-            .map_err(|e| SynthError::Setup(format!("reading samples back: {e:?}")))?;
-        if values.iter().any(|v| !v.is_finite()) {
-            return Err(SynthError::Setup(
-                "the sampler produced non-finite values; the checkpoint may be from a diverged run"
-                    .into(),
-            ));
-        }
-        Array4::from_shape_vec((b, outputs, h, w), values)
-            .map_err(|e| SynthError::Setup(e.to_string()))
+        to_array(result)
     }
 
     /// The middle block's attention when the network denoises `fake` noised to t = T/2:

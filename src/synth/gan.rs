@@ -7,7 +7,7 @@ use ndarray::{Array3, Array4};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::{Generator, SynthError};
+use super::{Generator, SynthError, to_array};
 use crate::dataset::ManifestRow;
 use crate::models::gan::{GanArch, GanGenerator};
 use crate::models::{attention_grid, received_attention};
@@ -77,21 +77,8 @@ impl Generator for SaganGenerator {
         rows: &[&ManifestRow],
         seed: u64,
     ) -> Result<Array4<f32>, SynthError> {
-        let (b, _, h, w) = slices.dim();
         let (out, _) = self.run(slices, rows, seed)?;
-        let outputs = self.inputs.conditioning.targets.len();
-        let values = out
-            .to_data()
-            .try_to_vec::<f32>()
-            .map_err(|e| SynthError::Setup(format!("reading the output back: {e:?}")))?;
-        if values.iter().any(|v| !v.is_finite()) {
-            return Err(SynthError::Setup(
-                "the generator produced non-finite values; the checkpoint may be from a diverged run"
-                    .into(),
-            ));
-        }
-        Array4::from_shape_vec((b, outputs, h, w), values)
-            .map_err(|e| SynthError::Setup(e.to_string()))
+        to_array(out)
     }
 
     /// The generator's attention block (the bottleneck of the UNet, or the configured

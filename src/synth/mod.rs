@@ -64,6 +64,23 @@ pub trait Generator {
     }
 }
 
+/// A generator's output `[B, C, H, W]` read back to the host; non-finite values (a diverged
+/// checkpoint) are an error.
+pub fn to_array(t: burn::tensor::Tensor<4>) -> Result<Array4<f32>, SynthError> {
+    let [b, c, h, w] = t.dims();
+    let values = t
+        .to_data()
+        .try_to_vec::<f32>()
+        .map_err(|e| SynthError::Setup(format!("reading the output back: {e:?}")))?;
+    if values.iter().any(|v| !v.is_finite()) {
+        return Err(SynthError::Setup(
+            "the model produced non-finite values; the checkpoint may be from a diverged run"
+                .into(),
+        ));
+    }
+    Array4::from_shape_vec((b, c, h, w), values).map_err(|e| SynthError::Setup(e.to_string()))
+}
+
 /// Loads the EMA weights (`ema.bpk`) of the checkpoint folder `checkpoint` into `module`.
 pub fn load_weights<M: burn::module::Module>(
     module: M,

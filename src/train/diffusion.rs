@@ -191,6 +191,22 @@ impl Conditioning {
             .collect()
     }
 
+    /// The rows of `set` that can train the model; an error when there are none.
+    pub fn usable(&self, set: &SliceSet) -> Result<SliceSet, TrainError> {
+        let usable = set.filter(|r| self.trains_on(r));
+        if usable.is_empty() {
+            return Err(TrainError::Setup(format!(
+                "no training slice has every target ({}) present",
+                self.targets
+                    .iter()
+                    .map(|(m, _)| m.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        Ok(usable)
+    }
+
     /// Whether a row can train the model: every target is real there.
     pub fn trains_on(&self, row: &crate::dataset::ManifestRow) -> bool {
         let missing: Vec<&str> = row.channels_missing.split(',').collect();
@@ -295,18 +311,7 @@ impl DiffusionTrainer {
         val: Option<&SliceSet>,
         device: &Device,
     ) -> Result<Trained, TrainError> {
-        let usable = set.filter(|r| self.conditioning.trains_on(r));
-        if usable.is_empty() {
-            return Err(TrainError::Setup(format!(
-                "no training slice has every target ({}) present",
-                self.conditioning
-                    .targets
-                    .iter()
-                    .map(|(m, _)| m.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
+        let usable = self.conditioning.usable(set)?;
         let ad = device.clone().autodiff();
         let mut net = seeded(&ad, self.seed, || self.spec.init(&ad));
         let mut optim = optimizer(&self.train, self.train.betas_for(ModelKind::Diffusion));

@@ -234,18 +234,7 @@ impl GanTrainer {
         device: &Device,
     ) -> Result<GanTrained, TrainError> {
         let conditioning = &self.inputs.conditioning;
-        let usable = set.filter(|r| conditioning.trains_on(r));
-        if usable.is_empty() {
-            return Err(TrainError::Setup(format!(
-                "no training slice has every target ({}) present",
-                conditioning
-                    .targets
-                    .iter()
-                    .map(|(m, _)| m.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
+        let usable = conditioning.usable(set)?;
         let classes = SliceClasses::new(&usable.rows, self.spec().classes);
         let ad = device.clone().autodiff();
         let mut g = seeded(&ad, self.seed, || self.spec().generator(&ad));

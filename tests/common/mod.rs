@@ -176,3 +176,24 @@ pub fn t1_t2_slices(count: usize) -> medsynth::dataset::SliceSet {
             .collect(),
     }
 }
+
+/// SSIM (data range 2, for [-1, 1] slices) of channel `ca` of each slice of `a` against
+/// channel `cb` of the same slice of `b`.
+pub fn ssim_per_slice(
+    a: &ndarray::Array4<f32>,
+    ca: usize,
+    b: &ndarray::Array4<f32>,
+    cb: usize,
+) -> Vec<f64> {
+    use ndarray::Axis;
+    (0..a.dim().0)
+        .map(|i| {
+            medsynth::metrics::ssim_2d(
+                a.index_axis(Axis(0), i).index_axis(Axis(0), ca),
+                b.index_axis(Axis(0), i).index_axis(Axis(0), cb),
+                2.0,
+            )
+            .unwrap()
+        })
+        .collect()
+}
