@@ -77,7 +77,7 @@ pub fn write(path: &Path, rows: &[ProvenanceRow]) -> Result<(), crate::dataset::
     crate::dataset::write_parquet(path, &mut df)
 }
 
-/// Reads a table written by [`write`].
+/// Reads a table written by [`write()`].
 pub fn read(path: &Path) -> Result<Vec<ProvenanceRow>, crate::dataset::StoreError> {
     use crate::dataset::{read_parquet, text_column};
     let df = read_parquet(path)?;
