@@ -172,12 +172,33 @@ pub struct GanTrained {
     pub last_checkpoint: Option<PathBuf>,
 }
 
-fn host(batch: &Batch) -> Vec<f32> {
-    batch
-        .slices
-        .to_data()
-        .try_to_vec::<f32>()
-        .unwrap_or_default()
+/// A loader batch read back to the host once, with its manifest rows.
+struct HostBatch<'a> {
+    values: Vec<f32>,
+    dims: [usize; 4],
+    rows: Vec<&'a ManifestRow>,
+}
+
+impl<'a> HostBatch<'a> {
+    fn new(set: &'a SliceSet, batch: &Batch) -> Self {
+        HostBatch {
+            values: batch
+                .slices
+                .to_data()
+                .try_to_vec::<f32>()
+                .unwrap_or_default(),
+            dims: batch.slices.dims(),
+            rows: batch.rows.iter().map(|&r| &set.rows[r]).collect(),
+        }
+    }
+
+    fn slices(&self) -> Slices<'_> {
+        Slices {
+            values: &self.values,
+            dims: self.dims,
+            rows: &self.rows,
+        }
+    }
 }
 
 impl GanTrainer {
@@ -187,21 +208,14 @@ impl GanTrainer {
 
     fn batch_inputs(
         &self,
-        set: &SliceSet,
+        batch: &HostBatch,
         classes: &SliceClasses,
-        batch: &Batch,
         train: bool,
         rng: &mut ChaCha8Rng,
+        device: &Device,
     ) -> (Tensor<4>, GanInput) {
-        let rows: Vec<&ManifestRow> = batch.rows.iter().map(|&r| &set.rows[r]).collect();
-        let values = host(batch);
-        let slices = Slices {
-            values: &values,
-            dims: batch.slices.dims(),
-            rows: &rows,
-        };
         self.inputs
-            .build(slices, classes, train, None, rng, &batch.slices.device())
+            .build(batch.slices(), classes, train, None, rng, device)
     }
 
     /// Mean |G(condition) − real| over a set (paired tasks; no dropout, running statistics),
@@ -216,7 +230,8 @@ impl GanTrainer {
         let mut rng = ChaCha8Rng::seed_from_u64(stream(self.seed, u64::MAX));
         let (mut total, mut n) = (0.0, 0.0);
         for batch in loader.epoch(0, device) {
-            let (real, input) = self.batch_inputs(set, &classes, &batch, false, &mut rng);
+            let host = HostBatch::new(set, &batch);
+            let (real, input) = self.batch_inputs(&host, &classes, false, &mut rng, device);
             let (fake, _) = g.forward(&input, self.spec().output_range, false);
             let b = batch.rows.len() as f64;
             total += (fake - real).abs().mean().into_scalar::<f32>() as f64 * b;
@@ -300,9 +315,12 @@ impl GanTrainer {
                 step,
             );
             let lr_d = warmup_lr(self.train.lr_d, self.train.warmup_steps, step);
+            // Read back once; every discriminator step and the generator step draw their own
+            // latents, noise and dropouts from it.
+            let host = HostBatch::new(&usable, &batch);
             let mut d_total = 0.0;
             for _ in 0..self.gan.n_dis.max(1) {
-                let (real, input) = self.batch_inputs(&usable, &classes, &batch, true, &mut rng);
+                let (real, input) = self.batch_inputs(&host, &classes, true, &mut rng, &ad);
                 let (fake, _) = g.forward(&input, range, true);
                 let (on_real, _) = d.forward(real, &input, true);
                 let (on_fake, _) = d.forward(fake.detach(), &input, true);
@@ -316,7 +334,7 @@ impl GanTrainer {
                 let grads = GradientsParams::from_grads(loss.backward(), &d);
                 d = optim_d.step(lr_d, d, grads);
             }
-            let (real, input) = self.batch_inputs(&usable, &classes, &batch, true, &mut rng);
+            let (real, input) = self.batch_inputs(&host, &classes, true, &mut rng, &ad);
             let (fake, _) = g.forward(&input, range, true);
             let (on_fake, _) = d.forward(fake.clone(), &input, true);
             let mut loss = generator_hinge(on_fake);
