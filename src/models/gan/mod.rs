@@ -27,6 +27,16 @@ pub(crate) fn upsample(x: Tensor<4>) -> Tensor<4> {
     )
 }
 
+/// Index of the feature-map size in `sizes` closest to `target` (ties to the first): where an
+/// attention block sits.
+pub(crate) fn nearest(sizes: &[usize], target: usize) -> usize {
+    sizes
+        .iter()
+        .enumerate()
+        .min_by_key(|(_, s)| s.abs_diff(target))
+        .map_or(0, |(i, _)| i)
+}
+
 /// Which pair of networks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -11,7 +11,7 @@ use burn::tensor::ops::AvgPoolOptions;
 use burn::tensor::{Device, Tensor};
 
 use super::norm::ConditionalBatchNorm;
-use super::{GanSpec, upsample};
+use super::{GanSpec, nearest, upsample};
 use crate::models::sagan::SaganAttention;
 use crate::models::spectral::{SpectralConv2d, SpectralLinear};
 
@@ -145,15 +145,6 @@ impl NoiseGenerator {
     pub fn gamma(&self) -> Tensor<1> {
         self.attention.gamma.val()
     }
-}
-
-/// Index of the size in `sizes` closest to `target` (ties to the smaller).
-fn nearest(sizes: &[usize], target: usize) -> usize {
-    sizes
-        .iter()
-        .enumerate()
-        .min_by_key(|(_, s)| s.abs_diff(target))
-        .map_or(0, |(i, _)| i)
 }
 
 /// Discriminator block: (ReLU,) 3×3 conv, ReLU, 3×3 conv, (2×2 average pool), plus a 1×1

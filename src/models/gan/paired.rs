@@ -10,7 +10,7 @@ use burn::nn::{GroupNorm, GroupNormConfig};
 use burn::tensor::activation::{leaky_relu, relu};
 use burn::tensor::{Device, Tensor};
 
-use super::{GanSpec, upsample};
+use super::{GanSpec, nearest, upsample};
 use crate::models::sagan::SaganAttention;
 use crate::models::spectral::SpectralConv2d;
 
@@ -153,9 +153,10 @@ impl PatchDiscriminator {
             })
             .collect();
         let short = spec.image_size[0].min(spec.image_size[1]);
-        let attention_after = (0..3)
-            .min_by_key(|k| (short >> (k + 1)).abs_diff(spec.attention_resolution))
-            .unwrap_or(2);
+        let attention_after = nearest(
+            &[short >> 1, short >> 2, short >> 3],
+            spec.attention_resolution,
+        );
         PatchDiscriminator {
             convs,
             attention: SaganAttention::new(widths[attention_after + 1], device),
