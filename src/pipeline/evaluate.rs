@@ -388,18 +388,18 @@ fn compare(
     section: &crate::spec::EvaluateSection,
     own: &[MetricRow],
 ) -> Result<Vec<MetricRow>, RunError> {
-    let keys: std::collections::BTreeSet<(&str, &str, &str, &str, &str)> = own
-        .iter()
-        .map(|r| {
-            (
-                r.subject.as_str(),
-                r.modality.as_str(),
-                r.metric.as_str(),
-                r.region.as_str(),
-                r.protocol.as_str(),
-            )
-        })
-        .collect();
+    // What a score is of, whichever method produced it.
+    let scored = |r: &MetricRow| {
+        (
+            r.subject.clone(),
+            r.modality.clone(),
+            r.metric.clone(),
+            r.region.clone(),
+            r.protocol.clone(),
+        )
+    };
+    let keys: std::collections::BTreeSet<_> = own.iter().map(scored).collect();
+    let ours: std::collections::BTreeSet<&str> = own.iter().map(|r| r.subject.as_str()).collect();
     let mut out = Vec::new();
     for folder in &section.compare {
         let path = run.resolve(folder).join("metrics.parquet");
@@ -418,15 +418,7 @@ fn compare(
         let models: Vec<MetricRow> = rows
             .into_iter()
             .filter(|r| !r.method.starts_with("baseline-"))
-            .filter(|r| {
-                keys.contains(&(
-                    r.subject.as_str(),
-                    r.modality.as_str(),
-                    r.metric.as_str(),
-                    r.region.as_str(),
-                    r.protocol.as_str(),
-                ))
-            })
+            .filter(|r| keys.contains(&scored(r)))
             .map(|r| MetricRow {
                 method: format!("{} [{name}]", r.method),
                 ..r
@@ -434,8 +426,6 @@ fn compare(
             .collect();
         let theirs: std::collections::BTreeSet<&str> =
             models.iter().map(|r| r.subject.as_str()).collect();
-        let ours: std::collections::BTreeSet<&str> =
-            own.iter().map(|r| r.subject.as_str()).collect();
         if theirs != ours {
             return Err(failed(
                 &path,
