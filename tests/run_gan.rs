@@ -160,6 +160,49 @@ fn a_label_to_image_gan_runs_through_every_stage_and_resumes() {
         assert!(kinds.iter().any(|x| x == k), "{k} missing from {kinds:?}");
     }
 
+    // A second run on the same data, seed and split shows this run's model beside its own
+    // (`evaluate.compare`); one naming a folder without metrics stops with a clear error.
+    let second = LABEL_TO_IMAGE
+        .replace("name = \"gan\"", "name = \"gan2\"")
+        .replace("epochs = 2", "epochs = 1")
+        .replace(
+            "protocol = \"brasyn\"",
+            "protocol = \"brasyn\"\ncompare = [\"runs/gan\"]",
+        );
+    let file2 = root.path().join("second.toml");
+    std::fs::write(&file2, &second).unwrap();
+    let out2 = common::run_pipeline(root.path(), &file2);
+    common::assert_success(&out2);
+    assert!(
+        common::stdout(&out2).contains("sagan [gan]"),
+        "{}",
+        common::stdout(&out2)
+    );
+    let md2 = std::fs::read_to_string(root.path().join("runs/gan2/report.md")).unwrap();
+    assert!(md2.contains("`sagan [gan]`"), "{md2}");
+    let own =
+        medsynth::dataset::read_parquet(&root.path().join("runs/gan2/metrics.parquet")).unwrap();
+    assert_eq!(
+        own.height(),
+        df.height(),
+        "metrics.parquet keeps only the run's own rows"
+    );
+    let missing = root.path().join("missing.toml");
+    std::fs::write(
+        &missing,
+        second
+            .replace("name = \"gan2\"", "name = \"gan3\"")
+            .replace("runs/gan\"]", "runs/nowhere\"]"),
+    )
+    .unwrap();
+    let out3 = common::run_pipeline(root.path(), &missing);
+    assert!(!out3.status.success());
+    assert!(
+        common::stderr(&out3).contains("\"runs/nowhere\", which has no metrics.parquet"),
+        "{}",
+        common::stderr(&out3)
+    );
+
     // A re-run resumes: nothing is trained or synthesized again.
     let before = std::fs::read(&v0).unwrap();
     let log_before = std::fs::read(run_dir.join("train_log.parquet")).unwrap();
