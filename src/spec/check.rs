@@ -619,10 +619,15 @@ fn check_model(file: &PipelineFile, model: &ModelSection, declared: &[String], o
         && let Some(size) = file.preprocess.size
     {
         let short = size[0].min(size[1]);
-        if model.task == Task::Generation && short < 8 {
+        // The noise generator doubles the resolution at least once from a start of 4 pixels
+        // or more, so both sides must be even.
+        let even = size.iter().all(|n| n.is_multiple_of(2));
+        if model.task == Task::Generation && (short < 8 || !even) {
             out.add(
                 "preprocess.size",
-                format!("{size:?} is too small for the GAN generator, expected both sides >= 8"),
+                format!(
+                    "{size:?} does not suit the GAN generator, which doubles the resolution from a start of at least 4 pixels: expected both sides even and >= 8"
+                ),
             );
         } else if model.task != Task::Generation && short < 32 {
             out.add(
