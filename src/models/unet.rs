@@ -151,12 +151,7 @@ impl UnetSpec {
             in_channels,
             out_channels,
             base_channels: model.unet.base_channels as usize,
-            channel_mult: model
-                .unet
-                .channel_mult
-                .iter()
-                .map(|&m| m as usize)
-                .collect(),
+            channel_mult: model.unet.multipliers(),
             res_blocks: model.unet.res_blocks as usize,
             groups: model.unet.groups as usize,
             dropout: model.unet.dropout,

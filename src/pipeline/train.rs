@@ -78,12 +78,7 @@ pub fn gan_spec(
         noise_channels,
         out_channels: conditioning.targets.len(),
         base_channels: model.unet.base_channels as usize,
-        channel_mult: model
-            .unet
-            .channel_mult
-            .iter()
-            .map(|&m| m as usize)
-            .collect(),
+        channel_mult: model.unet.multipliers(),
         groups: model.unet.groups as usize,
         z_dim: gan.z_dim as usize,
         classes: gan.classes as usize,
@@ -147,7 +142,7 @@ fn train(
                 .map_err(|e| failed(&trainer.checkpoints.dir, e))?;
             Ok(Outcome {
                 checkpoint: trained.last_checkpoint,
-                parts: &["model.bpk", "ema.bpk", "optimizer.bpk", "state.json"],
+                parts: &crate::train::diffusion::PARTS,
                 log: trainer.log,
             })
         }

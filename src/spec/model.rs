@@ -173,6 +173,13 @@ pub struct UnetConfig {
     pub dropout: f64,
 }
 
+impl UnetConfig {
+    /// `channel_mult` as sizes.
+    pub fn multipliers(&self) -> Vec<usize> {
+        self.channel_mult.iter().map(|&m| m as usize).collect()
+    }
+}
+
 impl Default for UnetConfig {
     fn default() -> Self {
         Self {

@@ -34,6 +34,9 @@ use crate::models::{Unet, UnetSpec, seeded};
 use crate::preprocess::LABEL;
 use crate::spec::{ModelKind, ModelSection, Task, TrainSection};
 
+/// The parts of a diffusion checkpoint folder.
+pub const PARTS: [&str; 4] = ["model.bpk", "ema.bpk", "optimizer.bpk", "state.json"];
+
 /// Which store channels the model produces and conditions on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Conditioning {
