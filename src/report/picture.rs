@@ -70,7 +70,9 @@ impl Picture {
 
     /// Writes the picture as a PNG file, atomically.
     pub fn save(&self, path: &Path) -> Result<Vec<u8>, String> {
-        let bytes = self.png()?;
+        let bytes = self
+            .png()
+            .map_err(|e| format!("cannot encode {}: {e}", path.display()))?;
         crate::volume::AtomicFile::write(path, &bytes)
             .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(bytes)

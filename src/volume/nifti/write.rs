@@ -59,6 +59,12 @@ pub fn header_for(affine: &Affine, description: &str) -> NiftiHeader {
 }
 
 /// Writes a 3-D volume indexed `[i, j, k]` to `path` (`.nii` or `.nii.gz`) atomically.
+///
+/// `data` may have any memory layout (C or Fortran order, permuted, reversed axes): it is
+/// handed to the nifti crate in standard layout, the one layout its writer takes for every
+/// shape (a reversed or Fortran-ordered view makes it fail on an internal `unwrap`). This is
+/// the only place medsynth hands voxels to the nifti crate, so every NIfTI it writes
+/// (synthesized volumes, nnU-Net cases, preprocessed volumes, phantoms) goes through here.
 pub fn write<T>(
     path: &Path,
     data: ArrayView3<'_, T>,
@@ -77,6 +83,21 @@ where
             ),
         });
     }
+    if let Some(&n) = data
+        .shape()
+        .iter()
+        .find(|&&n| n == 0 || n > i16::MAX as usize)
+    {
+        return Err(NiftiError::Unwritable {
+            path: path.to_owned(),
+            reason: format!(
+                "shape {:?} has an axis of {n} voxels, NIfTI-1 holds 1 to {} per axis",
+                data.shape(),
+                i16::MAX
+            ),
+        });
+    }
+    let data = data.as_standard_layout();
     let header = header_for(affine, description);
     let file = AtomicFile::new(path).map_err(|source| NiftiError::Commit {
         path: path.to_owned(),
@@ -93,4 +114,67 @@ where
         path: path.to_owned(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::{Array3, Axis, ShapeBuilder};
+
+    use super::*;
+
+    /// Every layout a transform can leave (C and Fortran order, reversed axes, permuted axes,
+    /// axes of length 1) writes the same voxels in the same order.
+    #[test]
+    fn any_memory_layout_writes_the_same_voxels() {
+        let dir = tempfile::tempdir().unwrap();
+        let affine = Affine::centred([1, 1, 1], [1.0; 3]);
+        for shape in [[5, 4, 3], [5, 4, 1], [1, 4, 3], [5, 1, 1]] {
+            let value = |(i, j, k): (usize, usize, usize)| (i + 10 * j + 100 * k) as f32;
+            let mut layouts = Vec::new();
+            for fortran in [false, true] {
+                let base = Array3::from_shape_fn(shape.set_f(fortran), value);
+                for axis in 0..3 {
+                    // The voxels stored back to front along one axis, read through a reversed
+                    // view (a negative stride), as reorienting leaves them.
+                    let n = shape[axis];
+                    let mut view = Array3::from_shape_fn(shape.set_f(fortran), |(i, j, k)| {
+                        let mut at = [i, j, k];
+                        at[axis] = n - 1 - at[axis];
+                        base[at]
+                    });
+                    view.invert_axis(Axis(axis));
+                    layouts.push(("reversed", view));
+                }
+                // Stored k-major ([k, i, j] in memory), viewed as [i, j, k].
+                let stored = Array3::from_shape_fn(
+                    [shape[2], shape[0], shape[1]].set_f(fortran),
+                    |(k, i, j)| value((i, j, k)),
+                );
+                layouts.push(("permuted", stored.permuted_axes([1, 2, 0])));
+                layouts.push((if fortran { "fortran" } else { "c" }, base));
+            }
+            let expected = Array3::from_shape_fn(shape, value);
+            for (n, (name, data)) in layouts.iter().enumerate() {
+                assert_eq!(data, &expected, "{name}: the test builds the same voxels");
+                let path = dir.path().join(format!("v{n}.nii.gz"));
+                write(&path, data.view(), &affine, name).unwrap();
+                let back = crate::volume::nifti::read(&path).unwrap();
+                assert_eq!(
+                    back.frame(0),
+                    expected.view(),
+                    "{name} layout, shape {shape:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_unwritable_shape_is_an_error_naming_the_file() {
+        let path = std::path::Path::new("/nonexistent/big.nii");
+        let data = Array3::<f32>::zeros((40_000, 1, 1));
+        let e = write(path, data.view(), &Affine::centred([1, 1, 1], [1.0; 3]), "")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("big.nii") && e.contains("40000 voxels"), "{e}");
+    }
 }
