@@ -6,6 +6,7 @@
 
 mod affine;
 mod atomic;
+mod axes;
 mod data;
 pub mod dicom;
 mod io;
@@ -13,5 +14,6 @@ pub mod nifti;
 
 pub use affine::{Affine, orientation_axis, orientation_code, parse_orientation};
 pub use atomic::{AtomicFile, temp_path};
+pub use axes::{AxisOrder, standard};
 pub use data::{Geometry, Metadata, Source, Volume, hex};
 pub use io::{Format, VolumeError, format_of, read_volumes, write_nifti, write_volume};
