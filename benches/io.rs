@@ -33,9 +33,10 @@ fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let cfg = PhantomConfig {
         shape: [256, 256, 160],
-        spacing_mm: 1.0,
+        spacing_mm: [1.0; 3],
         seed: 1,
         tumour_fraction: 1.0,
+        ..PhantomConfig::default()
     };
     eprintln!("making a 256 x 256 x 160 phantom ...");
     let subject = generate(&cfg, 0);

@@ -95,9 +95,10 @@ fn oblique_phantom() -> Volume {
     let s = generate(
         &PhantomConfig {
             shape: [36, 40, 24],
-            spacing_mm: 4.0,
+            spacing_mm: [4.0; 3],
             seed: 5,
             tumour_fraction: 1.0,
+            ..PhantomConfig::default()
         },
         0,
     );

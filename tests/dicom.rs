@@ -125,9 +125,10 @@ fn phantom_volume() -> Volume {
     let s = generate(
         &PhantomConfig {
             shape: [40, 48, 30],
-            spacing_mm: 3.0,
+            spacing_mm: [3.0; 3],
             seed: 2,
             tumour_fraction: 1.0,
+            ..PhantomConfig::default()
         },
         0,
     );

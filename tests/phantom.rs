@@ -11,9 +11,10 @@ use ndarray::Array3;
 fn small(seed: u64, tumour_fraction: f64) -> PhantomConfig {
     PhantomConfig {
         shape: [64, 72, 60],
-        spacing_mm: 3.0,
+        spacing_mm: [3.0; 3],
         seed,
         tumour_fraction,
+        ..PhantomConfig::default()
     }
 }
 
@@ -127,9 +128,10 @@ fn cortex_is_a_folded_ribbon_not_a_shell() {
     let s = generate(
         &PhantomConfig {
             shape: [96, 112, 96],
-            spacing_mm: 2.0,
+            spacing_mm: [2.0; 3],
             seed: 9,
             tumour_fraction: 0.0,
+            ..PhantomConfig::default()
         },
         0,
     );
@@ -198,18 +200,20 @@ fn one_seed_gives_identical_bytes_and_two_seeds_different_anatomy() {
     let t1 = generate(
         &PhantomConfig {
             shape: [48, 56, 48],
-            spacing_mm: 4.0,
+            spacing_mm: [4.0; 3],
             seed: 1,
             tumour_fraction: 0.5,
+            ..PhantomConfig::default()
         },
         0,
     );
     let t2 = generate(
         &PhantomConfig {
             shape: [48, 56, 48],
-            spacing_mm: 4.0,
+            spacing_mm: [4.0; 3],
             seed: 2,
             tumour_fraction: 0.5,
+            ..PhantomConfig::default()
         },
         0,
     );
@@ -227,9 +231,10 @@ fn one_seed_gives_identical_bytes_and_two_seeds_different_anatomy() {
     let again = generate(
         &PhantomConfig {
             shape: [48, 56, 48],
-            spacing_mm: 4.0,
+            spacing_mm: [4.0; 3],
             seed: 1,
             tumour_fraction: 0.5,
+            ..PhantomConfig::default()
         },
         0,
     );
@@ -277,9 +282,10 @@ fn nibabel_reads_the_written_geometry() {
     );
     let cfg = PhantomConfig {
         shape: [40, 48, 36],
-        spacing_mm: 2.5,
+        spacing_mm: [2.5; 3],
         seed: 4,
         tumour_fraction: 1.0,
+        ..PhantomConfig::default()
     };
     let expected_affine = cfg.affine().0;
     for (id, files) in subjects {

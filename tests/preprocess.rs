@@ -12,9 +12,10 @@ fn phantom() -> Volume {
     let s = generate(
         &PhantomConfig {
             shape: [40, 48, 36],
-            spacing_mm: 4.0,
+            spacing_mm: [4.0; 3],
             seed: 3,
             tumour_fraction: 1.0,
+            ..PhantomConfig::default()
         },
         0,
     );
@@ -423,9 +424,10 @@ fn subjects_are_discovered_with_present_and_missing_modalities() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = PhantomConfig {
         shape: [24, 28, 20],
-        spacing_mm: 8.0,
+        spacing_mm: [8.0; 3],
         seed: 2,
         tumour_fraction: 0.0,
+        ..PhantomConfig::default()
     };
     write_cohort(&cfg, 3, dir.path(), PhantomFormat::Nifti, false).unwrap();
     std::fs::remove_file(dir.path().join("sub-002/flair.nii.gz")).unwrap();

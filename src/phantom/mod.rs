@@ -8,7 +8,7 @@
 //!
 //! ```no_run
 //! use medsynth::phantom::{PhantomConfig, generate};
-//! let cfg = PhantomConfig { shape: [64, 64, 64], spacing_mm: 3.0, seed: 7, tumour_fraction: 1.0 };
+//! let cfg = PhantomConfig { shape: [64, 64, 64], spacing_mm: [3.0; 3], seed: 7, tumour_fraction: 1.0, ..Default::default() };
 //! let subject = generate(&cfg, 0);
 //! assert_eq!(subject.images.len(), 4);
 //! ```
@@ -31,36 +31,60 @@ pub use mri::{Contrast, Sequence};
 pub use tissue::{Relaxation, Tissue};
 
 use crate::volume::dicom::{WriteOptions, write_series};
-use crate::volume::{Affine, Geometry, Metadata, Source, Volume, nifti};
+use crate::volume::{Affine, AxisOrder, Geometry, Metadata, Source, Volume, nifti, standard};
 
 /// How phantom subjects are generated.
+///
+/// The head is rendered on an acquisition grid of `shape` voxels of `spacing_mm` along R, A
+/// and S, centred on the world origin. It is then stored as real data is: voxel axes in the
+/// order `storage` says (e.g. LAS, as FSL writes, or LPS), and with `tilt_deg` the whole grid
+/// rotated about the origin (an oblique acquisition). Storage and tilt change only the file's
+/// axis order and affine, never which tissue lies at a voxel of the acquisition grid.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PhantomConfig {
-    /// Grid size `[x, y, z]` in voxels.
+    /// Acquisition grid size `[R, A, S]` in voxels.
     pub shape: [usize; 3],
-    /// Isotropic voxel size in mm.
-    pub spacing_mm: f64,
+    /// Voxel size along R, A and S in mm (anisotropic allowed).
+    pub spacing_mm: [f64; 3],
     /// Seed of the whole cohort.
     pub seed: u64,
     /// Fraction of subjects with a tumour, in [0, 1].
     pub tumour_fraction: f64,
+    /// How the RAS acquisition grid's axes are stored ([`AxisOrder::from_ras`]).
+    pub storage: AxisOrder,
+    /// Rotation of the grid about the world x, y and z axes in degrees, applied in that order.
+    pub tilt_deg: [f64; 3],
 }
 
 impl Default for PhantomConfig {
     fn default() -> Self {
         Self {
             shape: [96, 112, 96],
-            spacing_mm: 2.0,
+            spacing_mm: [2.0; 3],
             seed: 0,
             tumour_fraction: 0.5,
+            storage: AxisOrder::IDENTITY,
+            tilt_deg: [0.0; 3],
         }
     }
 }
 
 impl PhantomConfig {
-    /// The voxel-to-world affine every subject is written with: RAS, centred on the origin.
+    /// The acquisition grid's affine: RAS, centred on the origin.
+    fn acquisition(&self) -> Affine {
+        Affine::centred(self.shape, self.spacing_mm)
+    }
+
+    /// The voxel-to-world affine every subject is written with: the acquisition grid in
+    /// `storage` order, rotated by `tilt_deg`.
     pub fn affine(&self) -> Affine {
-        Affine::centred(self.shape, [self.spacing_mm; 3])
+        let stored = self.storage.affine(&self.acquisition(), self.shape);
+        rotation(self.tilt_deg).then(&stored)
+    }
+
+    /// The shape every subject is written with: `shape` in `storage` order.
+    pub fn stored_shape(&self) -> [usize; 3] {
+        self.storage.shape(self.shape)
     }
 
     /// Whether subject `index` has a tumour. Stratified: any run of n consecutive subjects
@@ -88,6 +112,24 @@ pub struct PhantomSubject {
     pub images: Vec<(Contrast, Array3<f32>)>,
 }
 
+/// The rotation about the world x, then y, then z axis by `deg` degrees, as an affine.
+fn rotation(deg: [f64; 3]) -> Affine {
+    let [x, y, z] = deg.map(f64::to_radians);
+    let about = |axis: usize, angle: f64| {
+        let (s, c) = angle.sin_cos();
+        let (a, b) = ((axis + 1) % 3, (axis + 2) % 3);
+        let mut m = [[0.0; 4]; 4];
+        m[axis][axis] = 1.0;
+        m[3][3] = 1.0;
+        m[a][a] = c;
+        m[a][b] = -s;
+        m[b][a] = s;
+        m[b][b] = c;
+        Affine(m)
+    };
+    about(2, z).then(&about(1, y)).then(&about(0, x))
+}
+
 /// A subject identifier: `sub-001` (three digits at least).
 pub fn subject_id(index: usize) -> String {
     format!("sub-{:03}", index + 1)
@@ -105,8 +147,8 @@ fn mix(seed: u64, stream: u64) -> u64 {
 pub fn generate(cfg: &PhantomConfig, index: usize) -> PhantomSubject {
     let subject_seed = mix(cfg.seed, index as u64);
     let mut rng = ChaCha8Rng::seed_from_u64(subject_seed);
-    let affine = cfg.affine();
-    let fov_mm = cfg.shape.map(|n| n as f64 * cfg.spacing_mm);
+    let affine = cfg.acquisition();
+    let fov_mm: [f64; 3] = std::array::from_fn(|a| cfg.shape[a] as f64 * cfg.spacing_mm[a]);
     let anatomy = Anatomy::random(&mut rng, fov_mm, cfg.has_tumour(index));
     let tissues = anatomy.tissues(cfg.shape, &affine);
     let label = tissues.mapv(|t| Tissue::from_u8(t).map_or(0, Tissue::brats_label));
@@ -123,7 +165,7 @@ pub fn generate(cfg: &PhantomConfig, index: usize) -> PhantomSubject {
         anatomy.texture(affine.apply([i as f64, j as f64, k as f64]))
     });
 
-    let images = Contrast::ALL
+    let images: Vec<(Contrast, Array3<f32>)> = Contrast::ALL
         .iter()
         .enumerate()
         .map(|(c, &contrast)| {
@@ -155,12 +197,17 @@ pub fn generate(cfg: &PhantomConfig, index: usize) -> PhantomSubject {
         })
         .collect();
 
+    // Stored as the configuration says: the same voxels in another axis order and place.
+    let store = |a: &Array3<u8>| standard(cfg.storage.view3(a.view()));
     PhantomSubject {
         id: subject_id(index),
-        affine,
-        tissues,
-        label,
-        images,
+        affine: cfg.affine(),
+        tissues: store(&tissues),
+        label: store(&label),
+        images: images
+            .into_iter()
+            .map(|(c, image)| (c, standard(cfg.storage.view3(image.view()))))
+            .collect(),
     }
 }
 

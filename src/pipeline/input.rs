@@ -9,6 +9,7 @@ use super::{RunError, Stage};
 use crate::phantom::{self, PhantomConfig, PhantomFormat};
 use crate::preprocess::{SubjectInputs, dicom_subjects, nifti_subjects};
 use crate::spec::{InputFormat, PHANTOM_MODALITIES, Task};
+use crate::volume::AxisOrder;
 
 /// A subject left out of the run, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,11 +45,20 @@ fn phantom_inputs(run: &mut Run) -> Result<PathBuf, RunError> {
     let started = now_rfc3339();
     let input = run.plan.file.input.phantom.clone().unwrap_or_default();
     let dir = run.dir().join("phantom");
+    let storage = AxisOrder::from_ras(&input.orientation).map_err(|e| {
+        RunError::failed(
+            Stage::Input,
+            &dir,
+            format!("input.phantom.orientation: {e}"),
+        )
+    })?;
     let cfg = PhantomConfig {
         shape: input.shape.map(|n| n as usize),
-        spacing_mm: input.spacing_mm,
+        spacing_mm: input.spacing_mm.per_axis(),
         seed: run.plan.file.pipeline.seed,
         tumour_fraction: input.tumour_fraction,
+        storage,
+        tilt_deg: input.tilt_deg,
     };
     let marker = dir.join(".complete");
     let settings = format!("{cfg:?} subjects={}", input.subjects);
@@ -66,7 +76,7 @@ fn phantom_inputs(run: &mut Run) -> Result<PathBuf, RunError> {
             })
             .collect()
     } else {
-        tracing::info!(subjects = input.subjects, shape = ?cfg.shape, spacing_mm = cfg.spacing_mm, "generating phantom subjects");
+        tracing::info!(subjects = input.subjects, shape = ?cfg.shape, spacing_mm = ?cfg.spacing_mm, orientation = %input.orientation, tilt_deg = ?cfg.tilt_deg, "generating phantom subjects");
         let files = phantom::write_cohort(
             &cfg,
             input.subjects as usize,

@@ -8,7 +8,7 @@ use std::fmt;
 
 use super::{
     AttentionKind, InputFormat, ModelKind, ModelSection, NormalizeMethod, PipelineFile, Protocol,
-    Task, WriteFormat,
+    Spacing, Task, WriteFormat,
 };
 
 /// One segment of a key path.
@@ -310,7 +310,33 @@ fn check_input(file: &PipelineFile, out: &mut Findings) -> Vec<String> {
                         );
                     }
                 }
-                out.positive("input.phantom.spacing_mm", ph.spacing_mm);
+                match ph.spacing_mm {
+                    Spacing::Isotropic(s) => out.positive("input.phantom.spacing_mm", s),
+                    Spacing::PerAxis(s) => {
+                        for (i, v) in s.into_iter().enumerate() {
+                            if !(v.is_finite() && v > 0.0) {
+                                out.add_at(
+                                    KeyPath::parse("input.phantom.spacing_mm").index(i),
+                                    format!("{v} mm, expected a positive size"),
+                                );
+                            }
+                        }
+                    }
+                }
+                if !is_orientation(&ph.orientation) {
+                    out.add(
+                        "input.phantom.orientation",
+                        format!("{:?} is not an orientation code, expected three letters with one of R/L, one of A/P and one of S/I, such as \"LAS\" or \"LPS\"", ph.orientation),
+                    );
+                }
+                for (i, &t) in ph.tilt_deg.iter().enumerate() {
+                    if !(t.is_finite() && t.abs() <= 40.0) {
+                        out.add_at(
+                            KeyPath::parse("input.phantom.tilt_deg").index(i),
+                            format!("{t} degrees, expected -40 to 40 (past 45 an axis changes its orientation letter)"),
+                        );
+                    }
+                }
                 out.range(
                     "input.phantom.tumour_fraction",
                     ph.tumour_fraction,

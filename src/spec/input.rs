@@ -80,12 +80,41 @@ pub struct PhantomInput {
     /// Grid size in voxels `[x, y, z]`. Default `[96, 112, 96]`.
     #[serde(default = "default_shape")]
     pub shape: [u32; 3],
-    /// Isotropic voxel size in millimetres. Default 2.0.
+    /// Voxel size in millimetres: one number (isotropic) or `[R, A, S]`, e.g. `[0.9, 0.9, 4.0]`.
+    /// Default 2.0.
     #[serde(default = "default_spacing")]
-    pub spacing_mm: f64,
+    pub spacing_mm: Spacing,
     /// Fraction of subjects given a tumour, in [0, 1]. Default 0.5.
     #[serde(default = "default_tumour_fraction")]
     pub tumour_fraction: f64,
+    /// How the files store the voxel axes, as an orientation code: `LAS` as FSL writes,
+    /// `LPS` as DICOM, `PIR`, ... (`shape` and `spacing_mm` stay along R, A, S). Default `RAS`.
+    #[serde(default = "default_orientation")]
+    pub orientation: String,
+    /// Oblique acquisition: the grid rotated about the world x, y and z axes, in degrees
+    /// (each within ±40, so every axis keeps its orientation letter). Default `[0, 0, 0]`.
+    #[serde(default)]
+    pub tilt_deg: [f64; 3],
+}
+
+/// A voxel size: one number for all axes, or one per axis.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Spacing {
+    /// The same size along every axis, in mm.
+    Isotropic(f64),
+    /// Sizes along R, A and S, in mm.
+    PerAxis([f64; 3]),
+}
+
+impl Spacing {
+    /// The size along each axis.
+    pub fn per_axis(self) -> [f64; 3] {
+        match self {
+            Spacing::Isotropic(s) => [s; 3],
+            Spacing::PerAxis(s) => s,
+        }
+    }
 }
 
 impl Default for PhantomInput {
@@ -95,6 +124,8 @@ impl Default for PhantomInput {
             shape: default_shape(),
             spacing_mm: default_spacing(),
             tumour_fraction: default_tumour_fraction(),
+            orientation: default_orientation(),
+            tilt_deg: [0.0; 3],
         }
     }
 }
@@ -105,8 +136,11 @@ fn default_subjects() -> u32 {
 fn default_shape() -> [u32; 3] {
     [96, 112, 96]
 }
-fn default_spacing() -> f64 {
-    2.0
+fn default_spacing() -> Spacing {
+    Spacing::Isotropic(2.0)
+}
+fn default_orientation() -> String {
+    "RAS".to_owned()
 }
 fn default_tumour_fraction() -> f64 {
     0.5

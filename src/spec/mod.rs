@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 
 pub use check::{Finding, KeyPath, check};
 pub use evaluate::{EvaluateSection, Metric, Protocol};
-pub use input::{InputFormat, InputSection, PhantomInput, SeriesMatch};
+pub use input::{InputFormat, InputSection, PhantomInput, SeriesMatch, Spacing};
 pub use load::{Diagnostic, SpecError, load, parse};
 pub use model::{
     AttentionConfig, AttentionKind, DiffusionConfig, GanConfig, Modalities, ModelKind,

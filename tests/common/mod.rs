@@ -111,9 +111,10 @@ pub fn phantom_contrasts(
     let s = generate(
         &PhantomConfig {
             shape,
-            spacing_mm,
+            spacing_mm: [spacing_mm; 3],
             seed,
             tumour_fraction: 1.0,
+            ..PhantomConfig::default()
         },
         0,
     );
