@@ -51,6 +51,13 @@ fn bad_phantom_arguments_are_refused() {
         (vec!["--shape", "64,8,64"], "8 voxels is out of range"),
         (vec!["--spacing=-1"], "out of range"),
         (vec!["--tumour-fraction", "1.5"], "expected 0 to 1"),
+        (vec!["--spacing", "1,2"], "expected one or three"),
+        (
+            vec!["--orientation", "RAR"],
+            "\"RAR\" is not an orientation code",
+        ),
+        (vec!["--tilt", "10,50,0"], "50 degrees is out of range"),
+        (vec!["--tilt", "10"], "expected three angles"),
     ] {
         let mut all = vec!["phantom", "--out", "/nonexistent/never-written"];
         all.extend(args);
@@ -116,6 +123,67 @@ fn inspect_and_convert_between_nifti_and_dicom() {
     let out = medsynth(&["inspect", &p("missing.nii.gz")]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("missing.nii.gz"), "{}", stderr(&out));
+}
+
+/// Phantoms stored as real data is (another axis order, oblique, anisotropic): inspect shows
+/// the storage order, and warns, naming both, when a file's sform and qform disagree.
+#[test]
+fn inspect_shows_the_storage_order_and_warns_when_sform_and_qform_disagree() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p = |s: &str| d.join(s).to_str().unwrap().to_owned();
+    let out = medsynth(&[
+        "-q",
+        "phantom",
+        "--subjects",
+        "1",
+        "--shape",
+        "32,36,20",
+        "--spacing",
+        "4,4,6",
+        "--orientation",
+        "PIR",
+        "--tilt",
+        "20,0,-10",
+        "--out",
+        &p("ph"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = medsynth(&["inspect", "--json", &p("ph/sub-001/t1.nii.gz")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v[0]["orientation"], "PIR");
+    // Stored P, I, R: the A, S and R axes of the 32 x 36 x 20 acquisition grid.
+    assert_eq!(v[0]["shape"], serde_json::json!([36, 20, 32]));
+    let spacing: Vec<f64> = serde_json::from_value(v[0]["spacing_mm"].clone()).unwrap();
+    for (got, want) in spacing.iter().zip([4.0, 6.0, 4.0]) {
+        assert!((got - want).abs() < 1e-5, "{spacing:?}");
+    }
+    assert_eq!(v[0]["notes"], serde_json::json!([]), "written files agree");
+    assert!(!stderr(&out).contains("WARN"), "{}", stderr(&out));
+
+    // Move the sform 5 mm to the right and leave the qform: a file one tool edited.
+    let out = medsynth(&["-q", "convert", &p("ph/sub-001/t1.nii.gz"), &p("t1.nii")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut bytes = std::fs::read(d.join("t1.nii")).unwrap();
+    let at = 280 + 3 * 4; // srow_x[3], little-endian float32
+    let x = f32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) + 5.0;
+    bytes[at..at + 4].copy_from_slice(&x.to_le_bytes());
+    std::fs::write(d.join("t1.nii"), bytes).unwrap();
+    let out = medsynth(&["inspect", &p("t1.nii")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(
+            "warning:     the sform (PIR) and the qform (PIR) disagree by up to 5.000 mm"
+        ),
+        "{text}"
+    );
+    assert!(
+        stderr(&out).contains("disagree"),
+        "logged too: {}",
+        stderr(&out)
+    );
 }
 
 #[test]

@@ -8,7 +8,9 @@ use clap::Args;
 use medsynth::volume::{self, Volume};
 
 /// Describe a NIfTI file or the DICOM series under a path: format, shape, spacing,
-/// orientation code, affine (RAS+ mm), value range and modality. Reads no patient data.
+/// orientation code (the order the voxel axes are stored in), affine (RAS+ mm), value range
+/// and modality, and a warning for what the reader had to work around (a NIfTI whose sform
+/// and qform disagree, header fields nibabel repairs). Reads no patient data.
 #[derive(Debug, Args)]
 #[command(
     after_help = "Examples:\n  medsynth inspect data/phantom/sub-001/t1.nii.gz\n  medsynth inspect --json data/dicom/study1"
@@ -38,6 +40,7 @@ fn describe(v: &Volume) -> serde_json::Value {
         "series_description": v.meta.series_description,
         "series_uid": v.source.series_uid,
         "sha256": v.source.sha256,
+        "notes": v.meta.notes,
     })
 }
 
@@ -105,6 +108,9 @@ fn text(v: &Volume) -> String {
         None => writeln!(out, "values:      no finite value"),
     }
     .ok();
+    for note in &v.meta.notes {
+        let _ = writeln!(out, "warning:     {note}");
+    }
     if let Some(m) = &v.meta.modality {
         let _ = writeln!(
             out,

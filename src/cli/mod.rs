@@ -62,7 +62,8 @@ pub enum Command {
     Completions(completions::CompletionsArgs),
 }
 
-/// Sends `tracing` output to stderr at the level the flags ask for.
+/// Sends `tracing` output to stderr at the level the flags ask for; colours only when
+/// stderr is a terminal, so a batch job's log file holds plain text.
 pub fn init_logging(global: &GlobalArgs) {
     let default = match (global.quiet, global.verbose) {
         (true, _) => "error",
@@ -75,6 +76,7 @@ pub fn init_logging(global: &GlobalArgs) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
 }

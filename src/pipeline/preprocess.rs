@@ -149,6 +149,7 @@ impl Job<'_> {
             .filter_map(|m| volumes.get(m).map(|v: &Volume| v.source.sha256.clone()))
             .chain(label.iter().map(|l| l.source.sha256.clone()))
             .collect();
+        log_orientation(&subject.id, &volumes, &section.orientation);
         let prepared = prepare(
             section,
             volumes,
@@ -589,4 +590,26 @@ pub fn counts(rows: &[ManifestRow]) -> BTreeMap<String, (usize, usize)> {
     out.into_iter()
         .map(|(k, (s, n))| (k, (s.len(), n)))
         .collect()
+}
+
+/// Logs once for a subject which orientation its volumes are stored in and whether
+/// preprocessing reorients them (non-RAS storage is the common case for real data).
+fn log_orientation(subject: &str, volumes: &BTreeMap<String, Volume>, target: &str) {
+    let codes: BTreeMap<String, Vec<&str>> =
+        volumes.iter().fold(BTreeMap::new(), |mut acc, (name, v)| {
+            acc.entry(v.geometry.orientation())
+                .or_default()
+                .push(name.as_str());
+            acc
+        });
+    let stored = codes
+        .iter()
+        .map(|(code, names)| format!("{code} ({})", names.join(", ")))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if codes.keys().all(|c| c == target) {
+        tracing::info!(%subject, "stored {stored}: already {target}, not reoriented");
+    } else {
+        tracing::info!(%subject, "stored {stored}: reoriented to {target}");
+    }
 }

@@ -60,6 +60,9 @@ pub struct Metadata {
     pub flip_angle_deg: Option<f64>,
     /// Main field strength in tesla.
     pub field_strength_t: Option<f64>,
+    /// What the reader noticed and worked around (header repairs, disagreeing sform and
+    /// qform), each also logged as a warning when read.
+    pub notes: Vec<String>,
 }
 
 /// Voxel data indexed `[i, j, k, frame]` (a 3-D volume has one frame), values after the

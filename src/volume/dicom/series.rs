@@ -631,6 +631,7 @@ pub fn read_series(series: &Series) -> Result<Volume, DicomError> {
             inversion_time_ms: first.inversion_time_ms,
             flip_angle_deg: first.flip_angle_deg,
             field_strength_t: first.field_strength_t,
+            notes: Vec::new(),
         },
     })
 }

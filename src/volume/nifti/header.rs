@@ -347,6 +347,37 @@ impl Header {
         }
     }
 
+    /// When both the sform and the qform are set and place the voxel grid differently: the
+    /// largest distance in mm between where they put a corner voxel of a `shape` grid (a
+    /// shear the qform cannot hold counts too). `None` when they agree within what a float32
+    /// quaternion can hold: 0.01 mm plus 1e-3 of the corner's distance from the origin (a
+    /// 180-degree rotation stored in float32 is off by up to about 5e-4 rad, even as nibabel
+    /// writes it), or when one of them is unset.
+    pub fn sform_qform_disagreement(&self, shape: [usize; 3]) -> Option<f64> {
+        if self.sform_code == 0 || self.qform_code == 0 {
+            return None;
+        }
+        let (s, q) = (self.sform(), self.qform());
+        let mut worst = 0.0f64;
+        let mut beyond = false;
+        for corner in 0..8 {
+            let ijk: [f64; 3] = std::array::from_fn(|a| {
+                if corner >> a & 1 == 1 {
+                    shape[a].saturating_sub(1) as f64
+                } else {
+                    0.0
+                }
+            });
+            let (a, b) = (s.apply(ijk), q.apply(ijk));
+            let norm = |v: [f64; 3]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+            let d = norm(std::array::from_fn(|r| a[r] - b[r]));
+            // NaN (a broken form) counts as disagreeing.
+            beyond |= d.is_nan() || d > 0.01 + 1e-3 * norm(a);
+            worst = worst.max(d);
+        }
+        beyond.then_some(worst)
+    }
+
     /// Slope and intercept to apply, as nibabel decides: none when the slope is 0 or not
     /// finite; a non-finite intercept counts as 0.
     pub fn scaling(&self) -> Option<(f64, f64)> {

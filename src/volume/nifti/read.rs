@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::NiftiError;
 use super::header::{self, Header, NiftiVersion, datatype_info};
-use crate::volume::{Affine, Geometry, Metadata, Source, Volume, hex};
+use crate::volume::{Affine, Geometry, Metadata, Source, Volume, hex, orientation_code};
 
 fn is_gz(bytes: &[u8]) -> bool {
     bytes.starts_with(&[0x1f, 0x8b])
@@ -226,8 +226,19 @@ pub fn read(path: &Path) -> Result<Volume, NiftiError> {
     let (affine, from) = h.best_affine();
     check_affine(&affine, from, path)?;
     let (_, _, repairs) = h.repaired_pixdim();
-    for note in repairs {
-        tracing::warn!(file = %path.display(), "{note} (as nibabel does)");
+    let mut notes: Vec<String> = repairs
+        .into_iter()
+        .map(|note| format!("{note} (as nibabel does)"))
+        .collect();
+    if let Some(mm) = h.sform_qform_disagreement(shape) {
+        notes.push(format!(
+            "the sform ({}) and the qform ({}) disagree by up to {mm:.3} mm at the grid's corners; using the sform, as nibabel does",
+            orientation_code(&h.sform()),
+            orientation_code(&h.qform()),
+        ));
+    }
+    for note in &notes {
+        tracing::warn!(file = %path.display(), "{note}");
     }
     let data = Array4::from_shape_vec((shape[0], shape[1], shape[2], frames).f(), values).map_err(
         |_| NiftiError::BadHeader {
@@ -252,6 +263,7 @@ pub fn read(path: &Path) -> Result<Volume, NiftiError> {
             }
             .to_owned(),
             stored_type: type_name.to_owned(),
+            notes,
             ..Metadata::default()
         },
     })
