@@ -65,7 +65,14 @@ split = "all"
     ),
 ];
 
-fn pipeline(name: &str, phantom: &str, spacing: &str, model: &str, id: u32) -> String {
+const TRAIN: &str = r#"
+[train]
+epochs = 1
+batch_size = 8
+checkpoint_every = 1000
+"#;
+
+fn pipeline(name: &str, phantom: &str, spacing: &str, model: &str, train: &str, id: u32) -> String {
     format!(
         r#"
 [pipeline]
@@ -84,11 +91,7 @@ crop_margin_vox = 1
 slices = {{ axis = "axial", min_foreground = 0.2 }}
 split = {{ train = 0.5, val = 0.25, test = 0.25 }}
 {model}
-[train]
-epochs = 1
-batch_size = 8
-checkpoint_every = 1000
-
+{train}
 [evaluate]
 metrics = ["ssim", "psnr", "mae"]
 protocol = "brasyn"
@@ -175,33 +178,59 @@ fn non_ras_and_oblique_cohorts_come_back_on_their_source_grids_through_both_mode
     let mut seen = BTreeMap::new();
     for (cohort, phantom, spacing) in COHORTS {
         for (model, sections) in MODELS {
-            id += 1;
-            let name = format!("{cohort}-{model}");
-            let file = root.path().join(format!("{name}.toml"));
-            std::fs::write(&file, pipeline(&name, phantom, spacing, sections, id)).unwrap();
-            let out = common::run_pipeline(root.path(), &file);
-            common::assert_success(&out);
-            let run_dir = root.path().join("runs").join(&name);
-            let stderr = common::stderr(&out);
-            let stored = if cohort == "las" { "LAS" } else { "LPS" };
-            assert!(
-                stderr.contains(&format!(
-                    "stored {stored} (flair, t1, t1ce, t2): reoriented to RAS"
-                )),
-                "{stderr}"
-            );
-            let volumes = every_volume_on_its_source_grid(&run_dir);
-            let series = dicom_on_source_grid(&run_dir);
-            // Four subjects: a T2 and a label each, and the nnU-Net cases.
-            assert!(volumes >= 8 + 4, "{name}: {volumes} volumes checked");
-            assert_eq!(series, 4, "{name}");
-            let path = run_dir.join("metrics.parquet");
-            let df = medsynth::dataset::read_parquet(&path).unwrap();
-            let methods = medsynth::dataset::text_column(&df, &path, "method").unwrap();
-            assert!(methods.iter().any(|m| m == model), "{name}: {methods:?}");
-            assert!(run_dir.join("report.html").is_file(), "{name}");
-            seen.insert(name, volumes);
+            // Trained in the run, then applied from its checkpoint by a run without [train],
+            // as a user applies a trained model to new data.
+            let trained = format!("{cohort}-{model}");
+            for run in ["trained", "applied"] {
+                id += 1;
+                let (name, sections, train) = if run == "trained" {
+                    (trained.clone(), sections.to_owned(), TRAIN)
+                } else {
+                    let dir = root.path().join("runs").join(&trained).join("checkpoints");
+                    let step = std::fs::read_dir(dir).unwrap().next().unwrap().unwrap();
+                    let checkpoint = format!(
+                        "runs/{trained}/checkpoints/{}",
+                        step.file_name().to_string_lossy()
+                    );
+                    (
+                        format!("{trained}-applied"),
+                        sections.replace(
+                            "\n[synthesize]",
+                            &format!("checkpoint = \"{checkpoint}\"\n\n[synthesize]"),
+                        ),
+                        "",
+                    )
+                };
+                let file = root.path().join(format!("{name}.toml"));
+                std::fs::write(
+                    &file,
+                    pipeline(&name, phantom, spacing, &sections, train, id),
+                )
+                .unwrap();
+                let out = common::run_pipeline(root.path(), &file);
+                common::assert_success(&out);
+                let run_dir = root.path().join("runs").join(&name);
+                let stderr = common::stderr(&out);
+                let stored = if cohort == "las" { "LAS" } else { "LPS" };
+                assert!(
+                    stderr.contains(&format!(
+                        "stored {stored} (flair, t1, t1ce, t2): reoriented to RAS"
+                    )),
+                    "{stderr}"
+                );
+                let volumes = every_volume_on_its_source_grid(&run_dir);
+                let series = dicom_on_source_grid(&run_dir);
+                // Four subjects: a T2 and a label each, and the nnU-Net cases.
+                assert!(volumes >= 8 + 4, "{name}: {volumes} volumes checked");
+                assert_eq!(series, 4, "{name}");
+                let path = run_dir.join("metrics.parquet");
+                let df = medsynth::dataset::read_parquet(&path).unwrap();
+                let methods = medsynth::dataset::text_column(&df, &path, "method").unwrap();
+                assert!(methods.iter().any(|m| m == model), "{name}: {methods:?}");
+                assert!(run_dir.join("report.html").is_file(), "{name}");
+                seen.insert(name, volumes);
+            }
         }
     }
-    assert_eq!(seen.len(), 4, "{seen:?}");
+    assert_eq!(seen.len(), 8, "{seen:?}");
 }
