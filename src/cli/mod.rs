@@ -45,7 +45,8 @@ pub struct GlobalArgs {
     /// Only errors on stderr.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
-    /// Worker threads for CPU work (0: one per core).
+    /// Worker threads for CPU work, burn's CPU backend included (0: one per core, or
+    /// pipeline.threads for `run`; this flag overrides it).
     #[arg(long, global = true, default_value_t = 0, value_name = "N")]
     pub threads: usize,
 }

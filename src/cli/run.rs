@@ -26,6 +26,24 @@ pub struct RunArgs {
     pub root: PathBuf,
 }
 
+/// Sizes the worker pool every CPU stage uses, burn's CPU backend (its GEMM and kernels run
+/// on rayon's global pool) included: `pipeline.threads` when set, unless `--threads` already
+/// sized it.
+fn size_pool(threads: usize) {
+    if threads > 0
+        && rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global()
+            .is_err()
+    {
+        tracing::info!("--threads overrides pipeline.threads = {threads}");
+    }
+    tracing::info!(
+        threads = rayon::current_num_threads(),
+        "worker threads, burn's CPU backend included"
+    );
+}
+
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let file = match spec::load(&args.file) {
         Ok(f) => f,
@@ -37,6 +55,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         Err(e) => return Err(e).context("cannot load the pipeline"),
     };
+    size_pool(file.pipeline.threads);
     let plan = pipeline::plan(file, &args.file, &args.root)?;
     tracing::info!(run = %plan.run_dir.display(), stages = ?plan.stages, "planned");
     let outcome = pipeline::execute(plan, &args.root)?;

@@ -19,7 +19,8 @@ pub struct PipelineSection {
     /// and `..` that climb out of it are refused. Default `runs/{name}`.
     #[serde(default = "default_output")]
     pub output: String,
-    /// Worker threads for the CPU stages; 0 uses every core. Default 0.
+    /// Worker threads for every CPU stage, burn's CPU backend (training and sampling)
+    /// included; 0 uses every core. `--threads` on the command line overrides it. Default 0.
     #[serde(default)]
     pub threads: usize,
 }
