@@ -4,9 +4,12 @@
 //!
 //!   cargo bench --bench diffusion     (MEDSYNTH_TORCH_PYTHON names a Python with torch)
 //!
-//! Both sides print their parameter count, which must agree (same architecture).
+//! Both sides print their parameter count, which must agree (same architecture). The device
+//! and sizes are chosen by environment variables (benches/common: `MEDSYNTH_BENCH_DEVICE`,
+//! `MEDSYNTH_BENCH_SIZES`, `MEDSYNTH_TORCH_DEVICE`); benches/gpu.sh runs it on a GPU.
 
-use std::path::Path;
+mod common;
+
 use std::process::Command;
 use std::time::Instant;
 
@@ -39,10 +42,16 @@ fn spec(size: usize, mult: &[usize], attention: usize) -> UnetSpec {
     }
 }
 
-fn measure(size: usize, mult: &[usize], attention: usize, train_steps: usize) -> (usize, f64, f64) {
-    let device = Device::flex();
+fn measure(
+    device: &Device,
+    size: usize,
+    mult: &[usize],
+    attention: usize,
+    train_steps: usize,
+) -> anyhow::Result<(usize, f64, f64)> {
+    let device = device.clone();
     let ad = device.clone().autodiff();
-    let mut net = seeded(&ad, 0, || spec(size, mult, attention).init(&ad));
+    let mut net = seeded(&ad, 0, |ad| spec(size, mult, attention).init(ad));
     let params = net.num_params();
     let mut optim = AdamConfig::new().init();
     let mut rng = ChaCha8Rng::seed_from_u64(0);
@@ -56,10 +65,12 @@ fn measure(size: usize, mult: &[usize], attention: usize, train_steps: usize) ->
         optim.step(1e-4, net, grads)
     };
     net = step(net);
+    common::sync(&ad)?;
     let start = Instant::now();
     for _ in 0..train_steps {
         net = step(net);
     }
+    common::sync(&ad)?;
     let train_rate = train_steps as f64 / start.elapsed().as_secs_f64();
 
     let net = net.valid();
@@ -69,6 +80,7 @@ fn measure(size: usize, mult: &[usize], attention: usize, train_steps: usize) ->
         Tensor::cat(vec![cond.clone().narrow(1, 0, 1), cond.clone()], 1),
         &t,
     );
+    common::sync(&device)?;
     let start = Instant::now();
     let _ = sample(
         &schedule,
@@ -86,15 +98,18 @@ fn measure(size: usize, mult: &[usize], attention: usize, train_steps: usize) ->
                 .output
         },
     );
+    common::sync(&device)?;
     let per_slice = start.elapsed().as_secs_f64() / BATCH as f64;
-    (params, train_rate, per_slice)
+    Ok((params, train_rate, per_slice))
 }
 
 fn main() -> anyhow::Result<()> {
     let python = std::env::var("MEDSYNTH_TORCH_PYTHON").unwrap_or_else(|_| "python3".into());
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/diffusion_reference.py");
+    let script = common::script("diffusion_reference.py");
+    let (device, device_name) = common::device()?;
+    let torch_device = common::torch_device();
     println!(
-        "attention UNet (base 32, res_blocks 1, tmsa 4 heads), batch {BATCH}, CPU ({} threads); DDIM {SAMPLE_STEPS} steps",
+        "attention UNet (base 32, res_blocks 1, tmsa 4 heads), batch {BATCH}, medsynth on {device_name} ({} CPU threads), torch on {torch_device}; DDIM {SAMPLE_STEPS} steps",
         rayon::current_num_threads()
     );
     println!(
@@ -108,10 +123,9 @@ fn main() -> anyhow::Result<()> {
         "torch s/slice",
         "ratio"
     );
-    for (size, mult, attention, steps) in
-        [(64, vec![1, 2, 2], 16, 5), (128, vec![1, 2, 2, 2], 16, 3)]
-    {
-        let (params, rate, per_slice) = measure(size, &mult, attention, steps);
+    for size in common::sizes(&[64, 128])? {
+        let (mult, attention, steps) = (common::levels(size), 16, common::steps(size));
+        let (params, rate, per_slice) = measure(&device, size, &mult, attention, steps)?;
         let mult_arg = mult
             .iter()
             .map(|m| m.to_string())
@@ -128,6 +142,7 @@ fn main() -> anyhow::Result<()> {
                 BATCH.to_string(),
                 steps.to_string(),
                 SAMPLE_STEPS.to_string(),
+                torch_device.clone(),
             ])
             .output()?;
         anyhow::ensure!(

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 def timestep_embedding(t, dim):
     half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float64) / half)
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float64, device=t.device) / half)
     args = t.double()[:, None] * freqs[None]
     return torch.cat([torch.cos(args), torch.sin(args)], dim=1).float()
 
@@ -147,38 +147,44 @@ def main():
     mult = [int(x) for x in sys.argv[3].split(",")]
     attn = [int(x) for x in sys.argv[4].split(",")]
     heads, batch, train_steps, sample_steps = (int(x) for x in sys.argv[5:9])
+    device = torch.device(sys.argv[9] if len(sys.argv) > 9 else "cpu")
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     torch.manual_seed(0)
-    net = Unet(3, 1, base, mult, 1, 8, heads, attn, size)
+    net = Unet(3, 1, base, mult, 1, 8, heads, attn, size).to(device)
     params = sum(p.numel() for p in net.parameters())
     opt = torch.optim.Adam(net.parameters(), lr=1e-4)
-    x = torch.randn(batch, 3, size, size)
-    target = torch.randn(batch, 1, size, size)
+    x = torch.randn(batch, 3, size, size, device=device)
+    target = torch.randn(batch, 1, size, size, device=device)
 
     def step():
-        t = torch.randint(0, 1000, (batch,))
+        t = torch.randint(0, 1000, (batch,), device=device)
         loss = F.mse_loss(net(x, t), target)
         opt.zero_grad()
         loss.backward()
         opt.step()
 
     step()
+    sync()
     start = time.perf_counter()
     for _ in range(train_steps):
         step()
+    sync()
     train_rate = train_steps / (time.perf_counter() - start)
 
     net.eval()
     with torch.no_grad():
-        net(x, torch.zeros(batch))
+        net(x, torch.zeros(batch, device=device))
+        sync()
         start = time.perf_counter()
-        xt = torch.randn(batch, 1, size, size)
+        xt = torch.randn(batch, 1, size, size, device=device)
         for i in range(sample_steps):
-            t = torch.full((batch,), 999 - i * (1000 // sample_steps))
+            t = torch.full((batch,), 999 - i * (1000 // sample_steps), device=device)
             eps = net(torch.cat([xt, x[:, 1:]], 1), t)
             xt = xt - 0.01 * eps  # the update's cost is negligible beside the network
+        sync()
         per_slice = (time.perf_counter() - start) / batch
     json.dump({"params": params, "train_steps_per_s": train_rate, "sample_s_per_slice": per_slice,
-               "threads": torch.get_num_threads()}, sys.stdout)
+               "threads": torch.get_num_threads(), "device": str(device)}, sys.stdout)
 
 
 if __name__ == "__main__":

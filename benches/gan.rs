@@ -10,8 +10,11 @@
 //!   cargo bench --bench gan     (MEDSYNTH_TORCH_PYTHON names a Python with torch)
 //!
 //! Both sides count their parameters (with medsynth's non-trainable state), which must agree.
+//! The device and sizes are chosen by environment variables (benches/common); the noise models
+//! run when 64 is among the sizes; benches/gpu.sh runs it on a GPU.
 
-use std::path::Path;
+mod common;
+
 use std::process::Command;
 use std::time::Instant;
 
@@ -54,11 +57,11 @@ fn spec(c: &Case) -> GanSpec {
 }
 
 /// (G parameters, D parameters, D steps/s, G steps/s).
-fn measure(c: &Case) -> (usize, usize, f64, f64) {
-    let device = Device::flex().autodiff();
+fn measure(device: &Device, c: &Case) -> anyhow::Result<(usize, usize, f64, f64)> {
+    let device = device.clone().autodiff();
     let s = spec(c);
-    let mut g = seeded(&device, 0, || s.generator(&device));
-    let mut d = seeded(&device, 1, || s.discriminator(&device));
+    let mut g = seeded(&device, 0, |device| s.generator(device));
+    let mut d = seeded(&device, 1, |device| s.discriminator(device));
     let (pg, pd) = (g.num_params(), d.num_params());
     let adam = || AdamConfig::new().with_beta_1(0.0).with_beta_2(0.9).init();
     let (mut opt_g, mut opt_d) = (adam(), adam());
@@ -90,10 +93,12 @@ fn measure(c: &Case) -> (usize, usize, f64, f64) {
         opt_d.step(4e-4, d, grads)
     };
     d = d_step(&mut input, &g, d);
+    common::sync(&device)?;
     let start = Instant::now();
     for _ in 0..c.steps {
         d = d_step(&mut input, &g, d);
     }
+    common::sync(&device)?;
     let d_rate = c.steps as f64 / start.elapsed().as_secs_f64();
     let mut g_step = |input: &mut dyn FnMut() -> GanInput,
                       g: medsynth::models::gan::GanGenerator| {
@@ -107,19 +112,23 @@ fn measure(c: &Case) -> (usize, usize, f64, f64) {
         opt_g.step(1e-4, g, grads)
     };
     g = g_step(&mut input, g);
+    common::sync(&device)?;
     let start = Instant::now();
     for _ in 0..c.steps {
         g = g_step(&mut input, g);
     }
+    common::sync(&device)?;
     let g_rate = c.steps as f64 / start.elapsed().as_secs_f64();
-    (pg, pd, d_rate, g_rate)
+    Ok((pg, pd, d_rate, g_rate))
 }
 
 fn main() -> anyhow::Result<()> {
     let python = std::env::var("MEDSYNTH_TORCH_PYTHON").unwrap_or_else(|_| "python3".into());
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/gan_reference.py");
+    let script = common::script("gan_reference.py");
+    let (device, device_name) = common::device()?;
+    let torch_device = common::torch_device();
     println!(
-        "self-attention GANs (base {BASE}), batch {BATCH}, CPU ({} threads)",
+        "self-attention GANs (base {BASE}), batch {BATCH}, medsynth on {device_name} ({} CPU threads), torch on {torch_device}",
         rayon::current_num_threads()
     );
     println!(
@@ -135,31 +144,28 @@ fn main() -> anyhow::Result<()> {
         "torch G/s",
         "ratio"
     );
-    let cases = [
-        Case {
+    let sizes = common::sizes(&[64, 128])?;
+    let mut cases: Vec<Case> = sizes
+        .iter()
+        .map(|&size| Case {
             arch: GanArch::Unet,
-            size: 64,
-            mult: vec![1, 2, 2],
+            size,
+            mult: common::levels(size),
             attention: 16,
-            steps: 5,
-        },
-        Case {
-            arch: GanArch::Unet,
-            size: 128,
-            mult: vec![1, 2, 2, 2],
-            attention: 16,
-            steps: 3,
-        },
-        Case {
+            steps: common::steps(size),
+        })
+        .collect();
+    if sizes.contains(&64) {
+        cases.push(Case {
             arch: GanArch::Noise,
             size: 64,
             mult: vec![1],
             attention: 32,
             steps: 5,
-        },
-    ];
+        });
+    }
     for c in &cases {
-        let (pg, pd, d_rate, g_rate) = measure(c);
+        let (pg, pd, d_rate, g_rate) = measure(&device, c)?;
         let arch = if c.arch == GanArch::Unet {
             "unet"
         } else {
@@ -181,6 +187,7 @@ fn main() -> anyhow::Result<()> {
                 c.attention.to_string(),
                 BATCH.to_string(),
                 c.steps.to_string(),
+                torch_device.clone(),
             ])
             .output()?;
         anyhow::ensure!(

@@ -216,17 +216,19 @@ def main():
     arch, size, base, mult, attention, batch, steps = sys.argv[1:8]
     size, base, attention, batch, steps = map(int, (size, base, attention, batch, steps))
     mult = [int(m) for m in mult.split(",")]
+    dev = torch.device(sys.argv[8] if len(sys.argv) > 8 else "cpu")
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     torch.manual_seed(0)
     if arch == "unet":
-        g, d = UnetG(2, base, mult), PatchD(3, base, size, attention)
-        cond = torch.randn(batch, 2, size, size)
-        real = torch.randn(batch, 1, size, size).clamp(-1, 1)
+        g, d = UnetG(2, base, mult).to(dev), PatchD(3, base, size, attention).to(dev)
+        cond = torch.randn(batch, 2, size, size, device=dev)
+        real = torch.randn(batch, 1, size, size, device=dev).clamp(-1, 1)
         gen = lambda: g(cond)
         score = lambda img: d(torch.cat([cond, img], 1))
     else:
-        g, d = NoiseG(128, size, base, attention), ProjectionD(size, base, attention)
-        real = torch.randn(batch, 1, size, size).clamp(-1, 1)
-        gen = lambda: g(torch.randn(batch, 128))
+        g, d = NoiseG(128, size, base, attention).to(dev), ProjectionD(size, base, attention).to(dev)
+        real = torch.randn(batch, 1, size, size, device=dev).clamp(-1, 1)
+        gen = lambda: g(torch.randn(batch, 128, device=dev))
         score = d
     opt_g = torch.optim.Adam(g.parameters(), 1e-4, betas=(0.0, 0.9))
     opt_d = torch.optim.Adam(d.parameters(), 4e-4, betas=(0.0, 0.9))
@@ -251,9 +253,11 @@ def main():
     rates = {}
     for name, step in (("d", d_step), ("g", g_step)):
         step()
+        sync()
         start = time.perf_counter()
         for _ in range(steps):
             step()
+        sync()
         rates[name] = steps / (time.perf_counter() - start)
     count = lambda m: sum(p.numel() for p in m.parameters())
     # medsynth counts its non-trainable state too: the power-iteration u (torch also keeps
@@ -271,6 +275,7 @@ def main():
                 "d_steps_per_s": rates["d"],
                 "g_steps_per_s": rates["g"],
                 "threads": torch.get_num_threads(),
+                "device": str(dev),
             }
         )
     )

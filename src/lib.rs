@@ -6,6 +6,7 @@
 //! [`phantom`] makes test and demo subjects.
 
 pub mod dataset;
+pub mod device;
 pub mod metrics;
 pub mod models;
 pub mod phantom;

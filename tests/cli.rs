@@ -13,6 +13,7 @@ fn every_command_has_help_with_an_example() {
         "run",
         "inspect",
         "convert",
+        "devices",
         "completions",
     ] {
         let out = medsynth(&[cmd, "--help"]);

@@ -41,7 +41,7 @@ fn spec(time_dependent: bool) -> UnetSpec {
 #[test]
 fn the_unet_keeps_the_image_size_exposes_attention_and_is_seeded() {
     let device = Device::flex();
-    let net = seeded(&device, 3, || spec(true).init(&device));
+    let net = seeded(&device, 3, |device| spec(true).init(device));
     let x = gaussian([2, 3, 16, 16], &mut ChaCha8Rng::seed_from_u64(1), &device);
     let out = net.forward(x.clone(), &[10.0, 500.0]);
     assert_eq!(out.output.dims(), [2, 1, 16, 16]);
@@ -53,19 +53,19 @@ fn the_unet_keeps_the_image_size_exposes_attention_and_is_seeded() {
     let sums = values(&middle.sum_dim(3));
     assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-4), "{sums:?}");
     // The same seed builds the same network; another seed another one.
-    let again = seeded(&device, 3, || spec(true).init(&device));
+    let again = seeded(&device, 3, |device| spec(true).init(device));
     assert_eq!(
         values(&again.forward(x.clone(), &[10.0, 500.0]).output),
         values(&out.output)
     );
-    let other = seeded(&device, 4, || spec(true).init(&device));
+    let other = seeded(&device, 4, |device| spec(true).init(device));
     assert!(max_diff(&other.forward(x, &[10.0, 500.0]).output, &out.output) > 1e-3);
 }
 
 #[test]
 fn time_dependent_attention_without_its_time_terms_is_multi_head_attention() {
     let device = Device::flex();
-    let block = seeded(&device, 9, || {
+    let block = seeded(&device, 9, |device| {
         SelfAttentionConfig {
             channels: 16,
             heads: 4,
@@ -73,7 +73,7 @@ fn time_dependent_attention_without_its_time_terms_is_multi_head_attention() {
             time_dim: Some(32),
             window: None,
         }
-        .init(&device)
+        .init(device)
     });
     let mut rng = ChaCha8Rng::seed_from_u64(2);
     let x = gaussian([2, 16, 6, 5], &mut rng, &device);
@@ -221,7 +221,7 @@ mod guidance {
 
     fn setup() -> (medsynth::models::Unet, NoiseSchedule, Tensor<4>, Device) {
         let device = Device::flex();
-        let net = seeded(&device, 3, || spec(true).init(&device));
+        let net = seeded(&device, 3, |device| spec(true).init(device));
         let schedule = NoiseSchedule::new(&DiffusionConfig {
             timesteps: 50,
             ..DiffusionConfig::default()
@@ -404,7 +404,7 @@ mod guidance {
 fn windowed_attention_is_global_attention_restricted_to_each_window() {
     use medsynth::models::relative_index;
     let device = Device::flex();
-    let block = seeded(&device, 11, || {
+    let block = seeded(&device, 11, |device| {
         SelfAttentionConfig {
             channels: 8,
             heads: 2,
@@ -412,7 +412,7 @@ fn windowed_attention_is_global_attention_restricted_to_each_window() {
             time_dim: Some(16),
             window: Some(4),
         }
-        .init(&device)
+        .init(device)
     });
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     let x = gaussian([2, 8, 8, 12], &mut rng, &device);

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The medsynth test suite: unit, integration and doc tests, with the references some tests
-# compare against: Python packages (nibabel, pydicom) in a private venv, and dcm2niix.
+# compare against: Python packages (nibabel, pydicom) in a private venv, and dcm2niix; built
+# with the `gpu` feature, whose tests run burn's wgpu backend on Mesa's software Vulkan driver
+# (lavapipe) against the CPU backend.
 #
 #   tests/run.sh            # from the repository root, on a fresh machine
 #
@@ -31,4 +33,19 @@ if ! command -v dcm2niix >/dev/null 2>&1; then
     fi
 fi
 
-cargo test --locked "$@"
+# The Vulkan loader and lavapipe, the software Vulkan driver the GPU tests run on (Debian
+# packages libvulkan1 and mesa-vulkan-drivers).
+if [ ! -e /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ] && [ ! -e /usr/share/vulkan/icd.d/lvp_icd.aarch64.json ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "tests/run.sh: installing the Vulkan loader and lavapipe" >&2
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libvulkan1 mesa-vulkan-drivers >/dev/null
+    else
+        echo "tests/run.sh: lavapipe is missing; install it (apt-get install libvulkan1 mesa-vulkan-drivers) and run again" >&2
+        exit 1
+    fi
+fi
+# On a machine without a GPU, wgpu's default adapter is lavapipe; where a GPU exists, keep the
+# comparison on lavapipe too, so the tolerances hold for the driver they were measured on.
+export CUBECL_WGPU_DEFAULT_DEVICE="${CUBECL_WGPU_DEFAULT_DEVICE:-Cpu}"
+
+cargo test --locked --features gpu "$@"

@@ -44,8 +44,8 @@ fn every_network_has_the_documented_shapes_and_outputs_in_the_data_range() {
     // Class-conditional noise generator and projection discriminator.
     let s = spec(GanArch::Noise, 0, 4);
     assert_eq!(s.noise_blocks(), 3, "32 = 4 · 2³");
-    let g = seeded(&device, 1, || s.generator(&device));
-    let d = seeded(&device, 2, || s.discriminator(&device));
+    let g = seeded(&device, 1, |device| s.generator(device));
+    let d = seeded(&device, 2, |device| s.discriminator(device));
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let input = GanInput {
         z: Some(latents(b, 16, None, &mut rng, &device)),
@@ -67,8 +67,8 @@ fn every_network_has_the_documented_shapes_and_outputs_in_the_data_range() {
 
     // UNet generator and PatchGAN for a paired task: condition of 2 channels (input + mask).
     let s = spec(GanArch::Unet, 2, 0);
-    let g = seeded(&device, 1, || s.generator(&device));
-    let d = seeded(&device, 2, || s.discriminator(&device));
+    let g = seeded(&device, 1, |device| s.generator(device));
+    let d = seeded(&device, 2, |device| s.discriminator(device));
     let cond = Tensor::<4>::random([b, 2, 32, 32], Distribution::Normal(0.0, 1.0), &device);
     let input = GanInput {
         cond: Some(cond),
@@ -87,8 +87,8 @@ fn every_network_has_the_documented_shapes_and_outputs_in_the_data_range() {
     // Label-to-image: a noise image beside the one-hot label; D sees the label only.
     let mut s = spec(GanArch::Unet, 4, 0);
     s.noise_channels = 1;
-    let g = seeded(&device, 1, || s.generator(&device));
-    let d = seeded(&device, 2, || s.discriminator(&device));
+    let g = seeded(&device, 1, |device| s.generator(device));
+    let d = seeded(&device, 2, |device| s.discriminator(device));
     let input = GanInput {
         cond: Some(Tensor::zeros([b, 3, 32, 32], &device)),
         noise: Some(Tensor::ones([b, 1, 32, 32], &device)),
@@ -109,7 +109,7 @@ fn networks_built_with_one_seed_are_equal_and_another_seed_differs() {
         ..GanInput::default()
     };
     let run = |seed| {
-        let g = seeded(&device, seed, || s.generator(&device));
+        let g = seeded(&device, seed, |device| s.generator(device));
         host(&g.forward(&input, None, false).0)
     };
     assert_eq!(run(9), run(9));

@@ -2,6 +2,7 @@
 
 mod completions;
 mod convert;
+mod devices;
 mod eval;
 mod inspect;
 mod phantom;
@@ -60,6 +61,7 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     Convert(convert::ConvertArgs),
     Eval(eval::EvalArgs),
+    Devices(devices::DevicesArgs),
     Completions(completions::CompletionsArgs),
 }
 
@@ -72,6 +74,9 @@ pub fn init_logging(global: &GlobalArgs) {
         (false, 1) => "debug",
         (false, _) => "trace",
     };
+    // wgpu reports every graphics API it probes and cannot open (EGL on a machine with
+    // Vulkan only, say) as an error; what matters reaches medsynth's own messages.
+    let default = format!("{default},wgpu_hal=off,wgpu_core=warn,naga=warn");
     let filter =
         EnvFilter::try_from_env("MEDSYNTH_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()
@@ -103,6 +108,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Inspect(a) => inspect::run(a),
         Command::Convert(a) => convert::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Devices(a) => devices::run(a),
         Command::Completions(a) => completions::run(a),
     }
 }

@@ -36,13 +36,30 @@ impl ModuleVisitor for Materialize {
     }
 }
 
-/// Builds a module with the device's generator seeded by `seed`. burn initialises parameters
-/// lazily, on first use; every parameter is materialised here, in a fixed order, while a
-/// process-wide lock keeps other seeded builds from drawing from the generator in between.
-pub fn seeded<M: Module>(device: &Device, seed: u64, build: impl FnOnce() -> M) -> M {
+/// Builds a module (`build` on the device it is given) with the CPU's generator seeded by
+/// `seed`. burn initialises parameters lazily, on first use; every parameter is materialised
+/// here, in a fixed order, while a process-wide lock keeps other seeded builds from drawing
+/// from the generator in between.
+///
+/// Each backend has its own generator, so on any other device the module is built on the CPU
+/// and its record (weights and saved state) loaded onto `device`: one seed, one model, on
+/// every device.
+pub fn seeded<M: Module>(device: &Device, seed: u64, build: impl Fn(&Device) -> M) -> M {
     let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
-    device.seed(seed);
-    let module = build();
+    let cpu = Device::flex();
+    if *device == cpu {
+        device.seed(seed);
+        let module = build(device);
+        module.visit(&mut Materialize);
+        return module;
+    }
+    let cpu = if device.is_autodiff() {
+        cpu.autodiff()
+    } else {
+        cpu
+    };
+    cpu.seed(seed);
+    let module = build(&cpu);
     module.visit(&mut Materialize);
-    module
+    build(device).load_record(module.into_record())
 }

@@ -277,7 +277,9 @@ pub fn run(
         }
     }
     if let (Some(w), false) = (&weights, set_level.is_empty()) {
-        let device = burn::tensor::Device::flex();
+        // The run's device (train.device), as for training and synthesis.
+        let kind = file.train.clone().unwrap_or_default().device;
+        let device = crate::device::open(kind).map_err(|e| failed(w, e))?;
         let net = FidInception::load(w, &device).map_err(|e| failed(w, e))?;
         let clip = super::clip_range(&file);
         let seed = crate::synth::unit_seed(file.pipeline.seed, "evaluate/kid");

@@ -19,7 +19,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use context::{Run, now_rfc3339, sha256_file};
-pub use evaluate::{Evaluation, MetricRow, metric_name, write_metrics};
+pub use evaluate::{Evaluation, MetricRow, metric_name, read_metrics, write_metrics};
 pub use export::{FILE_ENDING, NnunetExport, check_layout};
 pub use input::{Skip, Subjects};
 pub use preprocess::{Store, channel_names};

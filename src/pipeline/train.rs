@@ -19,15 +19,9 @@ use crate::train::{Checkpoints, TrainError};
 
 /// The compute device `[train]` asks for.
 pub fn device(kind: DeviceKind) -> Result<Device, String> {
-    match kind {
-        DeviceKind::Cpu => Ok(Device::flex()),
-        #[cfg(feature = "cuda")]
-        DeviceKind::Cuda => Ok(Device::cuda(0)),
-        #[cfg(not(feature = "cuda"))]
-        DeviceKind::Cuda => {
-            Err("train.device = \"cuda\" needs medsynth built with `--features cuda`".to_owned())
-        }
-    }
+    let device = crate::device::open(kind).map_err(|e| e.to_string())?;
+    tracing::info!("device {}: {device:?}", kind.name());
+    Ok(device)
 }
 
 /// The diffusion trainer the pipeline file describes, for slices like those of `set`.

@@ -833,8 +833,14 @@ fn check_train(file: &PipelineFile, out: &mut Findings) {
         1.0,
         true,
     );
-    if t.device == super::DeviceKind::Cuda && !cfg!(feature = "cuda") {
-        out.add("train.device", "\"cuda\" needs medsynth built with `--features cuda`; this build has the CPU backend only");
+    if !t.device.is_built() {
+        out.add(
+            "train.device",
+            format!(
+                "\"{kind}\" needs medsynth built with `--features {kind}` (`medsynth devices` lists what this build has)",
+                kind = t.device.name()
+            ),
+        );
     }
 }
 

@@ -9,11 +9,42 @@ use super::ModelKind;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum DeviceKind {
-    /// burn's `flex` CPU backend; works everywhere.
+    /// burn's `flex` CPU backend on every worker thread; works everywhere.
     #[default]
     Cpu,
+    /// burn's wgpu backend (Vulkan on Linux and Windows, Metal on macOS); needs medsynth
+    /// built with `--features gpu`.
+    Gpu,
     /// burn's CUDA backend; needs medsynth built with `--features cuda`.
     Cuda,
+}
+
+impl DeviceKind {
+    /// The name in pipeline files, which is also the cargo feature a GPU kind needs.
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceKind::Cpu => "cpu",
+            DeviceKind::Gpu => "gpu",
+            DeviceKind::Cuda => "cuda",
+        }
+    }
+
+    /// The kinds this build can use, `cpu` first.
+    pub fn built() -> Vec<DeviceKind> {
+        let mut kinds = vec![DeviceKind::Cpu];
+        if cfg!(feature = "gpu") {
+            kinds.push(DeviceKind::Gpu);
+        }
+        if cfg!(feature = "cuda") {
+            kinds.push(DeviceKind::Cuda);
+        }
+        kinds
+    }
+
+    /// Whether this build has the backend.
+    pub fn is_built(self) -> bool {
+        Self::built().contains(&self)
+    }
 }
 
 /// Optimizer.
@@ -67,7 +98,9 @@ pub struct TrainSection {
     /// Write a checkpoint every this many optimizer steps (and at the end). Default 500.
     #[serde(default = "default_checkpoint_every")]
     pub checkpoint_every: u32,
-    /// `cpu` or `cuda`. Default `cpu`.
+    /// Where training, synthesis and evaluation compute: `cpu`, `gpu` or `cuda` (the last
+    /// two need builds with those features; `medsynth devices` lists what this build has).
+    /// One seed gives the same initial model on every device. Default `cpu`.
     #[serde(default)]
     pub device: DeviceKind,
     /// Data augmentation, applied identically to every channel and to the label.

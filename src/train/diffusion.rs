@@ -316,7 +316,7 @@ impl DiffusionTrainer {
     ) -> Result<Trained, TrainError> {
         let usable = self.conditioning.usable(set)?;
         let ad = device.clone().autodiff();
-        let mut net = seeded(&ad, self.seed, || self.spec.init(&ad));
+        let mut net = seeded(&ad, self.seed, |ad| self.spec.init(ad));
         let mut optim = optimizer(&self.train, self.train.betas_for(ModelKind::Diffusion));
         let mut ema = Ema::new(net.valid(), self.train.ema);
         let mut log = super::read_log(&self.log).map_err(|e| TrainError::Setup(e.to_string()))?;

@@ -252,8 +252,8 @@ impl GanTrainer {
         let usable = conditioning.usable(set)?;
         let classes = SliceClasses::new(&usable.rows, self.spec().classes);
         let ad = device.clone().autodiff();
-        let mut g = seeded(&ad, self.seed, || self.spec().generator(&ad));
-        let mut d = seeded(&ad, self.seed ^ 0xD15C, || self.spec().discriminator(&ad));
+        let mut g = seeded(&ad, self.seed, |ad| self.spec().generator(ad));
+        let mut d = seeded(&ad, self.seed ^ 0xD15C, |ad| self.spec().discriminator(ad));
         let betas = self.train.betas_for(ModelKind::Sagan);
         let (mut optim_g, mut optim_d) =
             (optimizer(&self.train, betas), optimizer(&self.train, betas));
