@@ -12,16 +12,17 @@
 #   benches/gpu.sh local [SIZES]  # here: pack, then run on this machine's Vulkan driver
 #                                 # (lavapipe, the software driver; default sizes 32)
 #
-# SIZES: image sides separated by commas (default 128,256). .gpu/ is ignored by git.
+# SIZES: image sides separated by commas (default 128,256). .gpu/ is ignored by git; with the
+# device tool, name it in `carry` and call `benches/gpu.sh run` (about 20 MiB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pack=.gpu
 
 build() {
     mkdir -p "$pack"
-    grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
+    # Build messages go to a log, shown when the build fails.
     cargo bench --locked --features gpu --no-run --bench diffusion --bench gan \
-        --message-format=json 2>/dev/null |
+        --message-format=json 2>"$pack/build.log" |
         python3 -c '
 import json, sys
 for line in sys.stdin:
@@ -31,7 +32,7 @@ for line in sys.stdin:
         while read -r name exe; do
             strip -o "$pack/$name" "$exe"
             xz -T0 -6 -f "$pack/$name"
-        done
+        done || { cat "$pack/build.log" >&2; exit 1; }
     cp benches/diffusion_reference.py benches/gan_reference.py "$pack/"
     # The Vulkan loader, for a machine whose image has the driver but not the loader.
     if ! ls "$pack"/libvulkan1_*.deb >/dev/null 2>&1; then

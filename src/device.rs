@@ -29,8 +29,14 @@ pub enum DeviceError {
 
 /// Opens the device `kind` names (without autodiff).
 pub fn open(kind: DeviceKind) -> Result<Device, DeviceError> {
-    if !kind.is_built() {
-        return Err(DeviceError::NotBuilt {
+    match kind {
+        DeviceKind::Cpu => Ok(Device::flex()),
+        #[cfg(feature = "gpu")]
+        DeviceKind::Gpu => gpu(),
+        #[cfg(feature = "cuda")]
+        DeviceKind::Cuda => Ok(Device::cuda(0)),
+        #[allow(unreachable_patterns)]
+        _ => Err(DeviceError::NotBuilt {
             kind: kind.name(),
             feature: kind.name(),
             built: DeviceKind::built()
@@ -38,12 +44,7 @@ pub fn open(kind: DeviceKind) -> Result<Device, DeviceError> {
                 .map(DeviceKind::name)
                 .collect::<Vec<_>>()
                 .join(", "),
-        });
-    }
-    match kind {
-        DeviceKind::Cpu => Ok(Device::flex()),
-        DeviceKind::Gpu => gpu(),
-        DeviceKind::Cuda => cuda(),
+        }),
     }
 }
 
@@ -59,21 +60,6 @@ fn gpu() -> Result<Device, DeviceError> {
             kind: "gpu",
             reason,
         })
-}
-
-#[cfg(not(feature = "gpu"))]
-fn gpu() -> Result<Device, DeviceError> {
-    unreachable!("open() refuses kinds this build lacks")
-}
-
-#[cfg(feature = "cuda")]
-fn cuda() -> Result<Device, DeviceError> {
-    Ok(Device::cuda(0))
-}
-
-#[cfg(not(feature = "cuda"))]
-fn cuda() -> Result<Device, DeviceError> {
-    unreachable!("open() refuses kinds this build lacks")
 }
 
 /// One line per device this build can use, for `medsynth devices`: the kind, and what it
