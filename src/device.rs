@@ -16,13 +16,9 @@ use crate::spec::DeviceKind;
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
     #[error(
-        "train.device = \"{kind}\" needs medsynth built with `--features {feature}`; this build has {built}"
+        "train.device = \"{kind}\" needs medsynth built with `--features {kind}`; this build has {built}"
     )]
-    NotBuilt {
-        kind: &'static str,
-        feature: &'static str,
-        built: String,
-    },
+    NotBuilt { kind: &'static str, built: String },
     #[error("cannot open the {kind} device: {reason}")]
     Open { kind: &'static str, reason: String },
 }
@@ -38,7 +34,6 @@ pub fn open(kind: DeviceKind) -> Result<Device, DeviceError> {
         #[allow(unreachable_patterns)]
         _ => Err(DeviceError::NotBuilt {
             kind: kind.name(),
-            feature: kind.name(),
             built: DeviceKind::built()
                 .into_iter()
                 .map(DeviceKind::name)
