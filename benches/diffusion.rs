@@ -16,7 +16,7 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Tensor};
-use medsynth::models::diffusion::{NoiseSchedule, Sampler, gaussian, sample};
+use medsynth::models::diffusion::{ItemNoise, NoiseSchedule, Sampler, gaussian, sample};
 use medsynth::models::{UnetSpec, seeded};
 use medsynth::spec::DiffusionConfig;
 use rand::SeedableRng;
@@ -89,8 +89,8 @@ fn measure(
             eta: 0.0,
         },
         None,
-        [BATCH, 1, size, size],
-        1,
+        [1, size, size],
+        ItemNoise::from_seed(1, BATCH),
         &device,
         |x_t, step| {
             let times = vec![step as f32; BATCH];

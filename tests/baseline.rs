@@ -55,7 +55,7 @@ fn the_regression_baseline_recovers_a_linear_relation() {
         assert!((got - want).abs() < 1e-5, "{:?}", r.weights);
     }
     let rows: Vec<&ManifestRow> = train.rows.iter().collect();
-    let out = r.generate(&data, &rows, 0).unwrap();
+    let out = r.generate(&data, &rows, &vec![0; rows.len()]).unwrap();
     let err = (&out.index_axis(Axis(1), 0) - &data.index_axis(Axis(1), 2))
         .mapv(f32::abs)
         .fold(0f32, |m, &v| m.max(v));
@@ -63,7 +63,7 @@ fn the_regression_baseline_recovers_a_linear_relation() {
     // A missing input counts as zero.
     let gone = set(data.clone(), &["b"]);
     let rows: Vec<&ManifestRow> = gone.rows.iter().collect();
-    let out = r.generate(&data, &rows, 0).unwrap();
+    let out = r.generate(&data, &rows, &vec![0; rows.len()]).unwrap();
     let want = &a * 2.0 + 0.3;
     assert!((out[[1, 0, 2, 3]] - want[[1, 2, 3]]).abs() < 1e-4);
 }
@@ -82,7 +82,7 @@ fn the_histogram_baseline_recovers_a_monotone_transform() {
     let train = set(data.clone(), &[]);
     let h = HistogramBaseline::fit(&train, &inputs(), "t").unwrap();
     let rows: Vec<&ManifestRow> = train.rows.iter().collect();
-    let out = h.generate(&data, &rows, 0).unwrap();
+    let out = h.generate(&data, &rows, &vec![0; rows.len()]).unwrap();
     let err = (&out.index_axis(Axis(1), 0) - &data.index_axis(Axis(1), 2))
         .mapv(f32::abs)
         .fold(0f32, |m, &v| m.max(v));

@@ -15,7 +15,7 @@ mod common;
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Tensor};
-use medsynth::models::diffusion::{NoiseSchedule, Sampler, gaussian, sample};
+use medsynth::models::diffusion::{ItemNoise, NoiseSchedule, Sampler, gaussian, sample};
 use medsynth::models::gan::{GanArch, GanInput, GanSpec};
 use medsynth::models::spectral::SpectralConv2d;
 use medsynth::models::{Unet, UnetSpec, seeded};
@@ -137,8 +137,8 @@ fn ddim_sampling_agrees() {
             &schedule,
             Sampler::Ddim { steps: 5, eta: 0.0 },
             Some([-1.0, 1.0]),
-            [2, 1, 32, 32],
-            11,
+            [1, 32, 32],
+            ItemNoise::from_seed(11, 2),
             &device,
             |x_t, step| {
                 let times = vec![step as f32; 2];

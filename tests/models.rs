@@ -3,7 +3,7 @@
 //! DDPM posterior.
 
 use burn::tensor::{Device, Tensor};
-use medsynth::models::diffusion::{NoiseSchedule, Sampler, gaussian, sample};
+use medsynth::models::diffusion::{ItemNoise, NoiseSchedule, Sampler, gaussian, sample};
 use medsynth::models::{SelfAttentionConfig, UnetSpec, seeded};
 use medsynth::spec::{DiffusionConfig, Prediction, Schedule};
 use rand::SeedableRng;
@@ -145,7 +145,15 @@ fn ddim_with_eta_one_over_every_step_is_the_ddpm_posterior() {
     }
     // Whole trajectories with the same seed and a fixed "network".
     let net = |x: Tensor<4>, t: usize| x * (0.3 + t as f64 / 200.0);
-    let a = sample(&schedule, Sampler::Ddpm, None, shape, 8, &device, net);
+    let a = sample(
+        &schedule,
+        Sampler::Ddpm,
+        None,
+        [1, 4, 4],
+        ItemNoise::from_seed(8, 2),
+        &device,
+        net,
+    );
     let b = sample(
         &schedule,
         Sampler::Ddim {
@@ -153,8 +161,8 @@ fn ddim_with_eta_one_over_every_step_is_the_ddpm_posterior() {
             eta: 1.0,
         },
         None,
-        shape,
-        8,
+        [1, 4, 4],
+        ItemNoise::from_seed(8, 2),
         &device,
         net,
     );
@@ -166,8 +174,24 @@ fn ddim_with_eta_one_over_every_step_is_the_ddpm_posterior() {
         eta: 1.0,
     };
     let clip = Some([-1.0, 1.0]);
-    let a_clip = sample(&schedule, Sampler::Ddpm, clip, shape, 8, &device, net);
-    let b_clip = sample(&schedule, ddim, clip, shape, 8, &device, net);
+    let a_clip = sample(
+        &schedule,
+        Sampler::Ddpm,
+        clip,
+        [1, 4, 4],
+        ItemNoise::from_seed(8, 2),
+        &device,
+        net,
+    );
+    let b_clip = sample(
+        &schedule,
+        ddim,
+        clip,
+        [1, 4, 4],
+        ItemNoise::from_seed(8, 2),
+        &device,
+        net,
+    );
     assert!(max_diff(&a_clip, &b_clip) < 1e-4);
     assert!(max_diff(&a, &a_clip) > 1e-2);
     // A seed fixes the samples; DDIM with η = 0 is deterministic given the start noise.
@@ -178,8 +202,8 @@ fn ddim_with_eta_one_over_every_step_is_the_ddpm_posterior() {
             eta: 0.0,
         },
         None,
-        shape,
-        8,
+        [1, 4, 4],
+        ItemNoise::from_seed(8, 2),
         &device,
         net,
     );
@@ -190,8 +214,8 @@ fn ddim_with_eta_one_over_every_step_is_the_ddpm_posterior() {
             eta: 0.0,
         },
         None,
-        shape,
-        8,
+        [1, 4, 4],
+        ItemNoise::from_seed(8, 2),
         &device,
         net,
     );
@@ -239,8 +263,8 @@ mod guidance {
             &schedule,
             sampler,
             None,
-            [2, 1, 16, 16],
-            5,
+            [1, 16, 16],
+            ItemNoise::from_seed(5, 2),
             &device,
             |x, t| {
                 net.forward(Tensor::cat(vec![x, cond.clone()], 1), &[t as f32; 2])
@@ -251,8 +275,8 @@ mod guidance {
             &schedule,
             sampler,
             None,
-            [2, 1, 16, 16],
-            5,
+            [1, 16, 16],
+            ItemNoise::from_seed(5, 2),
             &device,
             |x, t| {
                 guided_output(
@@ -276,8 +300,8 @@ mod guidance {
             &schedule,
             sampler,
             None,
-            [2, 1, 16, 16],
-            5,
+            [1, 16, 16],
+            ItemNoise::from_seed(5, 2),
             &device,
             |x, t| {
                 guided_output(
@@ -300,8 +324,8 @@ mod guidance {
             &schedule,
             sampler,
             None,
-            [2, 1, 16, 16],
-            5,
+            [1, 16, 16],
+            ItemNoise::from_seed(5, 2),
             &device,
             |x, t| {
                 guided_output(

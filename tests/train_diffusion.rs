@@ -188,8 +188,22 @@ fn overfitting_t1_to_t2_gives_ddim_samples_close_to_the_target() {
         device,
     };
     let rows: Vec<&ManifestRow> = set.rows.iter().collect();
-    let fake = generator.generate(&set.data, &rows, 3).unwrap();
+    let seeds: Vec<u64> = (0..n as u64).map(|i| 3 + i).collect();
+    let fake = generator.generate(&set.data, &rows, &seeds).unwrap();
     assert_eq!(fake.dim(), (n, 1, 32, 32));
+    // A slice's sample depends on its seed, not on the batch it is drawn in.
+    let alone = generator
+        .generate(
+            &set.data.slice(ndarray::s![n - 2.., .., .., ..]).to_owned(),
+            &rows[n - 2..],
+            &seeds[n - 2..],
+        )
+        .unwrap();
+    let batched = fake.slice(ndarray::s![n - 2.., .., .., ..]);
+    let apart = (&alone - &batched)
+        .mapv(f32::abs)
+        .fold(0f32, |a, &b| a.max(b));
+    assert!(apart < 1e-4, "batch changes a slice's sample by {apart}");
     let ssim = common::ssim_per_slice(&fake, 0, &set.data, 1);
     let mean = ssim.iter().sum::<f64>() / n as f64;
     eprintln!("loss {start:.4} -> {end:.4}; SSIM {ssim:.3?} mean {mean:.3}");

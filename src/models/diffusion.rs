@@ -204,8 +204,57 @@ pub enum Sampler {
     Ddim { steps: usize, eta: f64 },
 }
 
+/// Independent Gaussian noise for each item of a batch: item `i` draws from `ChaCha8(seeds[i])`
+/// alone, so a slice's noise, and with it its sample, does not depend on which other slices
+/// share its batch (synthesis fills batches across subjects; runs resume and shard).
+#[derive(Debug, Clone)]
+pub struct ItemNoise(Vec<ChaCha8Rng>);
+
+impl ItemNoise {
+    /// One stream per seed.
+    pub fn new(seeds: &[u64]) -> Self {
+        Self(
+            seeds
+                .iter()
+                .map(|&s| ChaCha8Rng::seed_from_u64(s))
+                .collect(),
+        )
+    }
+
+    /// `n` streams seeded `seed`, `seed + 1`, ... (tests and benchmarks).
+    pub fn from_seed(seed: u64, n: usize) -> Self {
+        Self(
+            (0..n as u64)
+                .map(|i| ChaCha8Rng::seed_from_u64(seed.wrapping_add(i)))
+                .collect(),
+        )
+    }
+
+    /// The number of items.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are no items.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Noise `[items, C, H, W]` for `item_shape = [C, H, W]`, each item from its own stream.
+    pub fn gaussian(&mut self, item_shape: [usize; 3], device: &Device) -> Tensor<4> {
+        let per_item: usize = item_shape.iter().product();
+        let mut values = Vec::with_capacity(per_item * self.0.len());
+        for rng in &mut self.0 {
+            values.extend((0..per_item).map(|_| -> f32 { StandardNormal.sample(rng) }));
+        }
+        let [c, h, w] = item_shape;
+        Tensor::from_data(TensorData::new(values, [self.0.len(), c, h, w]), device)
+    }
+}
+
 /// Runs the reverse process from pure noise. `predict(x_t, t)` returns the network output
-/// for every sample at step `t`. Noise comes from `ChaCha8(seed)`, so a seed fixes the result.
+/// for every sample at step `t`. Item `i`'s noise comes from `noise`'s stream `i`
+/// ([`ItemNoise`]), so its seed fixes its result whatever batch it is sampled in.
 ///
 /// With `clip = Some([lo, hi])` (the data range, when normalization bounds it) each x̂0 is
 /// clamped to it and ε̂ recomputed from the clamped x̂0, as guided-diffusion's `clip_denoised`
@@ -215,13 +264,12 @@ pub fn sample(
     schedule: &NoiseSchedule,
     sampler: Sampler,
     clip: Option<[f32; 2]>,
-    shape: [usize; 4],
-    seed: u64,
+    item_shape: [usize; 3],
+    mut noise: ItemNoise,
     device: &Device,
     mut predict: impl FnMut(Tensor<4>, usize) -> Tensor<4>,
 ) -> Tensor<4> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut x = gaussian(shape, &mut rng, device);
+    let mut x = noise.gaussian(item_shape, device);
     let times: Vec<usize> = match sampler {
         Sampler::Ddpm => (0..schedule.len()).rev().collect(),
         Sampler::Ddim { steps, .. } => schedule.ddim_times(steps),
@@ -234,7 +282,7 @@ pub fn sample(
             let ab = schedule.alpha_bars[t];
             eps = (x.clone() - x0.clone() * ab.sqrt()) / (1.0 - ab).sqrt();
         }
-        let z = gaussian(shape, &mut rng, device);
+        let z = noise.gaussian(item_shape, device);
         x = match sampler {
             Sampler::Ddpm => schedule.ddpm_step(x, x0, t, z),
             Sampler::Ddim { eta, .. } => {

@@ -237,7 +237,7 @@ pub fn run(
                             continue;
                         };
                         let (data, described) = pick(&real_set, rows);
-                        g.generate(&data, &described, 0)
+                        g.generate(&data, &described, &vec![0; described.len()])
                             .and_then(|out| to_original_grid(&out, &described, 0, target))
                     }
                     Some(_) => continue,
@@ -309,7 +309,7 @@ pub fn run(
                     Some(g) if g.targets().first().map(String::as_str) == Some(target) => {
                         let rows: Vec<&ManifestRow> = real_set.rows.iter().collect();
                         let out = g
-                            .generate(&real_set.data, &rows, 0)
+                            .generate(&real_set.data, &rows, &vec![0; rows.len()])
                             .map_err(|e| failed(&store.dir, e))?;
                         channel_of(&out, &(0..out.dim().0).collect::<Vec<_>>(), 0)
                     }

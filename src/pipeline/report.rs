@@ -16,7 +16,7 @@ use super::{Run, RunError, Stage, Store, now_rfc3339, preprocess};
 use crate::dataset::{ManifestRow, SliceSet};
 use crate::report::{Block, Document, Picture, Section, grey, grid, heat, overlay};
 use crate::spec::SplitName;
-use crate::synth::unit_seed;
+use crate::synth::{slice_seed, subject_seed};
 
 /// How many subjects and slices per subject the pictures show.
 const SUBJECTS: usize = 3;
@@ -462,8 +462,11 @@ fn samples(
                         .assign(&fake.data.index_axis(Axis(0), i));
                 }
                 let rows_of: Vec<&ManifestRow> = described.iter().map(|&j| &real.rows[j]).collect();
-                let seed = unit_seed(file.pipeline.seed, &format!("report/attention/{subject}"));
-                if let Some(result) = g.attention(&slices, &rows_of, &outs, seed) {
+                // The seeds the first variant was sampled with, so a GAN's map is of the
+                // very pass that produced these slices.
+                let seed = subject_seed(file.pipeline.seed, &subject, 0);
+                let seeds: Vec<u64> = rows_of.iter().map(|r| slice_seed(seed, r)).collect();
+                if let Some(result) = g.attention(&slices, &rows_of, &outs, &seeds) {
                     let a = result.map_err(|e| failed(checkpoint, e))?;
                     let mut tiles = Vec::new();
                     for n in 0..described.len() {

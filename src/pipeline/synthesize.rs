@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::{Array4, Axis};
@@ -23,7 +24,9 @@ use crate::preprocess::LABEL;
 use crate::spec::{ModelKind, NormalizeMethod, PipelineFile, SplitName, WriteFormat};
 use crate::synth::diffusion::sampling;
 use crate::synth::volumes::{Scale, to_original_grid};
-use crate::synth::{DiffusionGenerator, Generator, SaganGenerator, load_weights, unit_seed};
+use crate::synth::{
+    DiffusionGenerator, Generator, SaganGenerator, load_weights, slice_seed, subject_seed,
+};
 use crate::train::CheckpointState;
 use crate::train::gan::SliceClasses;
 
@@ -145,6 +148,11 @@ pub fn generator(
 }
 
 /// Runs the stage with the checkpoint folder `checkpoint`.
+///
+/// Batches are filled with slices across subjects, up to `synthesize.batch_size`, so a
+/// subject's last partial batch does not leave the device half idle; each slice draws its
+/// noise from its own seed ([`slice_seed`]), so its sample does not depend on its batch. A
+/// subject is written as soon as its last slice is sampled, in store order.
 pub fn run(run: &mut Run, store: &Store, checkpoint: &Path) -> Result<Synthesized, RunError> {
     let file = run.plan.file.clone();
     let section = file.synthesize.clone().unwrap_or_default();
@@ -156,14 +164,17 @@ pub fn run(run: &mut Run, store: &Store, checkpoint: &Path) -> Result<Synthesize
     let generator = generator(&file, &set, checkpoint, run.dir())?;
     let checkpoint_sha = sha256_file(&checkpoint.join("ema.bpk")).unwrap_or_default();
     let targets = generator.targets();
+    let batch_size = section.batch_size.max(1) as usize;
 
     // Rows of each subject, in store order.
-    let mut subjects: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    let mut by_subject: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, r) in set.rows.iter().enumerate() {
-        subjects.entry(r.subject.as_str()).or_default().push(i);
+        by_subject.entry(r.subject.as_str()).or_default().push(i);
     }
-    let total = subjects.len() * section.variants.max(1) as usize;
-    let bar = ProgressBar::new(set.len() as u64 * section.variants.max(1) as u64).with_style(
+    let subjects: Vec<(&str, Vec<usize>)> = by_subject.into_iter().collect();
+    let variants_n = section.variants.max(1);
+    let total = subjects.len() * variants_n as usize;
+    let bar = ProgressBar::new(set.len() as u64 * variants_n as u64).with_style(
         ProgressStyle::with_template(
             "{spinner} synthesize {pos}/{len} slices [{elapsed_precise}<{eta_precise}] {wide_bar} {msg}",
         )
@@ -173,146 +184,105 @@ pub fn run(run: &mut Run, store: &Store, checkpoint: &Path) -> Result<Synthesize
         subjects = subjects.len(),
         slices = set.len(),
         variants = section.variants,
+        batch_size,
         sampler = %generator.sampler(),
         guidance = %generator.guidance(),
         "synthesizing"
     );
+    let clock = Instant::now();
+    let mut sampled = 0usize;
     let mut variants = Vec::new();
     let mut done = 0usize;
-    for v in 0..section.variants.max(1) {
+    for v in 0..variants_n {
         let dir = run
             .dir()
             .join("synth")
             .join("slices")
             .join(format!("variant-{v}"));
         std::fs::create_dir_all(&dir).map_err(|e| failed(&dir, e))?;
+        let writer = VariantWriter {
+            file: &file,
+            set: &set,
+            generator: generator.as_ref(),
+            targets: &targets,
+            checkpoint_sha: &checkpoint_sha,
+            dir: &dir,
+            variant: v,
+        };
         let mut manifest = Vec::new();
-        for (subject, rows) in &subjects {
-            let started = now_rfc3339();
-            let name = format!("{subject}.safetensors");
-            let shard = dir.join(&name);
-            let seed = unit_seed(file.pipeline.seed, &format!("synth/{subject}/variant-{v}"));
-            let complete = read_shard(&shard)
-                .ok()
-                .filter(|(t, ch)| t.shape()[0] == rows.len() && *ch == targets);
-            let out = if let Some((t, _)) = complete {
-                bar.inc(rows.len() as u64);
-                t
-            } else {
-                let (_, c, h, w) = set.data.dim();
-                let mut out = Array4::<f32>::zeros((rows.len(), targets.len(), h, w));
-                for (b, chunk) in rows.chunks(section.batch_size.max(1) as usize).enumerate() {
-                    let mut batch = Array4::<f32>::zeros((chunk.len(), c, h, w));
-                    for (n, &i) in chunk.iter().enumerate() {
-                        batch
-                            .index_axis_mut(Axis(0), n)
-                            .assign(&set.data.index_axis(Axis(0), i));
-                    }
-                    let described: Vec<&ManifestRow> =
-                        chunk.iter().map(|&i| &set.rows[i]).collect();
-                    let fake = generator
-                        .generate(&batch, &described, unit_seed(seed, &b.to_string()))
-                        .map_err(|e| failed(checkpoint, e))?;
-                    let at = b * section.batch_size.max(1) as usize;
-                    out.slice_mut(ndarray::s![at..at + chunk.len(), .., .., ..])
-                        .assign(&fake);
-                    bar.inc(chunk.len() as u64);
-                }
-                let meta: BTreeMap<String, String> = [
-                    ("subject".to_owned(), (*subject).to_owned()),
-                    ("seed".to_owned(), seed.to_string()),
-                    ("sampler".to_owned(), generator.sampler()),
-                    ("guidance".to_owned(), generator.guidance()),
-                    ("checkpoint_sha256".to_owned(), checkpoint_sha.clone()),
-                ]
-                .into();
-                write_shard(&shard, &out, &targets, &meta).map_err(|e| failed(&shard, e))?;
-                out
-            };
-            for (n, &i) in rows.iter().enumerate() {
-                let source = &set.rows[i];
-                manifest.push(ManifestRow {
-                    shard: name.clone(),
-                    row: n as u32,
-                    channels_real: String::new(),
-                    channels_missing: String::new(),
-                    ..source.clone()
-                });
+        // Subjects whose shard is already complete are read back, not sampled again.
+        let resumed: Vec<bool> = subjects
+            .iter()
+            .map(|(subject, rows)| writer.resume(subject, rows.len()).is_some())
+            .collect();
+        let work: Vec<(usize, usize)> = subjects
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| !resumed[*k])
+            .flat_map(|(k, (_, rows))| (0..rows.len()).map(move |n| (k, n)))
+            .collect();
+        // Sampled outputs of the subjects in flight, and how many of their slices are in.
+        let mut outs: BTreeMap<usize, (Array4<f32>, usize)> = BTreeMap::new();
+        let mut next = 0usize;
+        let (_, c, h, w) = set.data.dim();
+        let mut finish = |run: &mut Run,
+                          upto: usize,
+                          outs: &mut BTreeMap<usize, (Array4<f32>, usize)>,
+                          manifest: &mut Vec<ManifestRow>|
+         -> Result<(), RunError> {
+            while next < upto {
+                let (subject, rows) = &subjects[next];
+                let out = match outs.remove(&next) {
+                    Some((out, _)) => Some(out),
+                    None if resumed[next] => None,
+                    None => break,
+                };
+                writer.finish(run, subject, rows, out, manifest)?;
+                next += 1;
+                done += 1;
+                bar.set_message(format!("{done}/{total} subject-variants"));
             }
-            // A provenance row for something sampled for this subject-variant.
-            let sampled = |run: &Run, kind: &str, path: &Path| {
-                run.row(Stage::Synthesize, kind, path, subject, &started)
-                    .map(|mut row| {
-                        row.checkpoint_sha256 = checkpoint_sha.clone();
-                        row.sampler = generator.sampler();
-                        row.guidance = generator.guidance();
-                        row.seed = seed;
-                        row.source_sha256 = set.rows[rows[0]].source_sha256.clone();
-                        row
-                    })
-            };
-            let row = sampled(run, "synthetic-slices", &shard)?;
-            run.record(row);
-            // The volumes, back on the subject's original grid.
-            let described: Vec<&ManifestRow> = rows.iter().map(|&i| &set.rows[i]).collect();
-            let volumes = run.dir().join("synth").join(format!("variant-{v}"));
-            for (c, target) in targets.iter().enumerate() {
-                let (volume, scale) =
-                    to_original_grid(&out, &described, c, target).map_err(|e| failed(&shard, e))?;
-                if scale == Scale::Normalized {
-                    tracing::info!(%subject, %target, "the subject has no {target}: written on its grid in normalized intensities");
-                }
-                let written = write_formats(
-                    &volumes,
-                    subject,
-                    target,
-                    &volume,
-                    &file.output.formats,
-                    file.output.dicom_uid_root.as_deref(),
-                    "medsynth synthetic",
-                )
-                .map_err(|e| failed(&volumes, e))?;
-                for path in files_of(&written) {
-                    let row = sampled(run, "synthetic-volume", &path)?;
-                    run.record(row);
-                }
+            Ok(())
+        };
+        for chunk in work.chunks(batch_size) {
+            let mut batch = Array4::<f32>::zeros((chunk.len(), c, h, w));
+            let mut described = Vec::with_capacity(chunk.len());
+            let mut seeds = Vec::with_capacity(chunk.len());
+            for (m, &(k, n)) in chunk.iter().enumerate() {
+                let (subject, rows) = &subjects[k];
+                let i = rows[n];
+                batch
+                    .index_axis_mut(Axis(0), m)
+                    .assign(&set.data.index_axis(Axis(0), i));
+                described.push(&set.rows[i]);
+                seeds.push(slice_seed(
+                    subject_seed(file.pipeline.seed, subject, v),
+                    &set.rows[i],
+                ));
             }
-            // The subject's label beside each variant, on the same grid, so a variant and its
-            // label travel together (augmentation for segmentation training).
-            if let Some(lc) = set.channels.iter().position(|c| c == LABEL) {
-                let mut labels = Array4::<f32>::zeros((rows.len(), 1, out.dim().2, out.dim().3));
-                for (n, &i) in rows.iter().enumerate() {
-                    labels
-                        .slice_mut(ndarray::s![n, 0, .., ..])
-                        .assign(&set.data.slice(ndarray::s![i, lc, .., ..]));
-                }
-                let (label, _) = to_original_grid(&labels, &described, 0, LABEL)
-                    .map_err(|e| failed(&shard, e))?;
-                let formats: Vec<WriteFormat> = file
-                    .output
-                    .formats
-                    .iter()
-                    .copied()
-                    .filter(|f| *f == WriteFormat::Nifti)
-                    .collect();
-                let written =
-                    write_formats(&volumes, subject, LABEL, &label, &formats, None, "label of")
-                        .map_err(|e| failed(&volumes, e))?;
-                for path in files_of(&written) {
-                    let mut row = run.row(
-                        Stage::Synthesize,
-                        "synthetic-label",
-                        &path,
-                        subject,
-                        &started,
-                    )?;
-                    row.source_sha256 = set.rows[rows[0]].source_sha256.clone();
-                    run.record(row);
-                }
+            let fake = generator
+                .generate(&batch, &described, &seeds)
+                .map_err(|e| failed(checkpoint, e))?;
+            for (m, &(k, n)) in chunk.iter().enumerate() {
+                let len = subjects[k].1.len();
+                let (out, filled) = outs
+                    .entry(k)
+                    .or_insert_with(|| (Array4::zeros((len, targets.len(), h, w)), 0));
+                out.index_axis_mut(Axis(0), n)
+                    .assign(&fake.index_axis(Axis(0), m));
+                *filled += 1;
             }
-            done += 1;
-            bar.set_message(format!("{done}/{total} subject-variants"));
+            sampled += chunk.len();
+            bar.inc(chunk.len() as u64);
+            // Every subject before the first one still waiting for slices is complete.
+            let waiting = outs
+                .iter()
+                .find(|(k, (_, filled))| *filled < subjects[**k].1.len())
+                .map(|(k, _)| *k)
+                .unwrap_or(subjects.len());
+            finish(run, waiting, &mut outs, &mut manifest)?;
         }
+        finish(run, subjects.len(), &mut outs, &mut manifest)?;
         let path = dir.join("manifest.parquet");
         write_manifest(&path, &manifest).map_err(|e| failed(&path, e))?;
         let row = run.row(
@@ -327,8 +297,164 @@ pub fn run(run: &mut Run, store: &Store, checkpoint: &Path) -> Result<Synthesize
         variants.push(dir);
     }
     bar.finish_and_clear();
+    let seconds = clock.elapsed().as_secs_f64();
+    let volumes = sampled as f64 / set.len().max(1) as f64 * subjects.len() as f64;
+    tracing::info!(
+        slices = sampled,
+        seconds = format!("{seconds:.1}"),
+        slices_per_s = format!("{:.2}", sampled as f64 / seconds.max(1e-9)),
+        volumes_per_min = format!("{:.2}", volumes * 60.0 / seconds.max(1e-9)),
+        "synthesized"
+    );
     Ok(Synthesized {
         variants,
         slices: set.len(),
     })
+}
+
+/// Writes what one variant produced for each subject: its shard, manifest rows, volumes on
+/// the original grid, its label, and their provenance.
+struct VariantWriter<'a> {
+    file: &'a PipelineFile,
+    set: &'a SliceSet,
+    generator: &'a dyn Generator,
+    targets: &'a [String],
+    checkpoint_sha: &'a str,
+    dir: &'a Path,
+    variant: u32,
+}
+
+impl VariantWriter<'_> {
+    fn shard(&self, subject: &str) -> PathBuf {
+        self.dir.join(format!("{subject}.safetensors"))
+    }
+
+    /// The subject's shard from an earlier run, when it is complete.
+    fn resume(&self, subject: &str, slices: usize) -> Option<Array4<f32>> {
+        read_shard(&self.shard(subject))
+            .ok()
+            .filter(|(t, ch)| t.shape()[0] == slices && ch == self.targets)
+            .map(|(t, _)| t)
+    }
+
+    /// Writes a subject: `out` is what was sampled, `None` when its shard is complete.
+    fn finish(
+        &self,
+        run: &mut Run,
+        subject: &str,
+        rows: &[usize],
+        out: Option<Array4<f32>>,
+        manifest: &mut Vec<ManifestRow>,
+    ) -> Result<(), RunError> {
+        let (file, set, generator) = (self.file, self.set, self.generator);
+        let started = now_rfc3339();
+        let name = format!("{subject}.safetensors");
+        let shard = self.shard(subject);
+        let seed = subject_seed(file.pipeline.seed, subject, self.variant);
+        let out = match out {
+            Some(out) => {
+                let meta: BTreeMap<String, String> = [
+                    ("subject".to_owned(), subject.to_owned()),
+                    ("seed".to_owned(), seed.to_string()),
+                    ("sampler".to_owned(), generator.sampler()),
+                    ("guidance".to_owned(), generator.guidance()),
+                    (
+                        "checkpoint_sha256".to_owned(),
+                        self.checkpoint_sha.to_owned(),
+                    ),
+                ]
+                .into();
+                write_shard(&shard, &out, self.targets, &meta).map_err(|e| failed(&shard, e))?;
+                out
+            }
+            None => self
+                .resume(subject, rows.len())
+                .ok_or_else(|| failed(&shard, "the shard changed while the run was reading it"))?,
+        };
+        for (n, &i) in rows.iter().enumerate() {
+            let source = &set.rows[i];
+            manifest.push(ManifestRow {
+                shard: name.clone(),
+                row: n as u32,
+                channels_real: String::new(),
+                channels_missing: String::new(),
+                ..source.clone()
+            });
+        }
+        // A provenance row for something sampled for this subject-variant.
+        let sampled = |run: &Run, kind: &str, path: &Path| {
+            run.row(Stage::Synthesize, kind, path, subject, &started)
+                .map(|mut row| {
+                    row.checkpoint_sha256 = self.checkpoint_sha.to_owned();
+                    row.sampler = generator.sampler();
+                    row.guidance = generator.guidance();
+                    row.seed = seed;
+                    row.source_sha256 = set.rows[rows[0]].source_sha256.clone();
+                    row
+                })
+        };
+        let row = sampled(run, "synthetic-slices", &shard)?;
+        run.record(row);
+        // The volumes, back on the subject's original grid.
+        let described: Vec<&ManifestRow> = rows.iter().map(|&i| &set.rows[i]).collect();
+        let volumes = run
+            .dir()
+            .join("synth")
+            .join(format!("variant-{}", self.variant));
+        for (c, target) in self.targets.iter().enumerate() {
+            let (volume, scale) =
+                to_original_grid(&out, &described, c, target).map_err(|e| failed(&shard, e))?;
+            if scale == Scale::Normalized {
+                tracing::info!(%subject, %target, "the subject has no {target}: written on its grid in normalized intensities");
+            }
+            let written = write_formats(
+                &volumes,
+                subject,
+                target,
+                &volume,
+                &file.output.formats,
+                file.output.dicom_uid_root.as_deref(),
+                "medsynth synthetic",
+            )
+            .map_err(|e| failed(&volumes, e))?;
+            for path in files_of(&written) {
+                let row = sampled(run, "synthetic-volume", &path)?;
+                run.record(row);
+            }
+        }
+        // The subject's label beside each variant, on the same grid, so a variant and its
+        // label travel together (augmentation for segmentation training).
+        if let Some(lc) = set.channels.iter().position(|c| c == LABEL) {
+            let mut labels = Array4::<f32>::zeros((rows.len(), 1, out.dim().2, out.dim().3));
+            for (n, &i) in rows.iter().enumerate() {
+                labels
+                    .slice_mut(ndarray::s![n, 0, .., ..])
+                    .assign(&set.data.slice(ndarray::s![i, lc, .., ..]));
+            }
+            let (label, _) =
+                to_original_grid(&labels, &described, 0, LABEL).map_err(|e| failed(&shard, e))?;
+            let formats: Vec<WriteFormat> = file
+                .output
+                .formats
+                .iter()
+                .copied()
+                .filter(|f| *f == WriteFormat::Nifti)
+                .collect();
+            let written =
+                write_formats(&volumes, subject, LABEL, &label, &formats, None, "label of")
+                    .map_err(|e| failed(&volumes, e))?;
+            for path in files_of(&written) {
+                let mut row = run.row(
+                    Stage::Synthesize,
+                    "synthetic-label",
+                    &path,
+                    subject,
+                    &started,
+                )?;
+                row.source_sha256 = set.rows[rows[0]].source_sha256.clone();
+                run.record(row);
+            }
+        }
+        Ok(())
+    }
 }

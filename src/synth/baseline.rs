@@ -109,7 +109,7 @@ impl Generator for HistogramBaseline {
         &self,
         slices: &Array4<f32>,
         rows: &[&ManifestRow],
-        _seed: u64,
+        _seeds: &[u64],
     ) -> Result<Array4<f32>, SynthError> {
         let (b, _, h, w) = slices.dim();
         let mut out = Array4::zeros((b, 1, h, w));
@@ -239,7 +239,7 @@ impl Generator for RegressionBaseline {
         &self,
         slices: &Array4<f32>,
         rows: &[&ManifestRow],
-        _seed: u64,
+        _seeds: &[u64],
     ) -> Result<Array4<f32>, SynthError> {
         let (b, _, h, w) = slices.dim();
         let k = self.weights.len();

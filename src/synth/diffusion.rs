@@ -7,9 +7,9 @@ use ndarray::{Array3, Array4};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::{Generator, SynthError, to_array};
+use super::{Generator, SynthError, check_batch, to_array};
 use crate::dataset::ManifestRow;
-use crate::models::diffusion::{NoiseSchedule, Sampler, gaussian, sample};
+use crate::models::diffusion::{ItemNoise, NoiseSchedule, Sampler, sample};
 use crate::models::{Guidance, Unet, attention_grid, guided_output, received_attention};
 use crate::spec::{SamplerKind, SynthesizeSection};
 use crate::train::diffusion::Conditioning;
@@ -53,12 +53,6 @@ impl DiffusionGenerator {
         rows: &[&ManifestRow],
     ) -> Result<Option<Tensor<4>>, SynthError> {
         let (b, c, h, w) = slices.dim();
-        if rows.len() != b {
-            return Err(SynthError::Setup(format!(
-                "{b} slices but {} manifest rows",
-                rows.len()
-            )));
-        }
         let available: Vec<Vec<bool>> = rows
             .iter()
             .map(|r| self.conditioning.available(r))
@@ -88,9 +82,10 @@ impl Generator for DiffusionGenerator {
         &self,
         slices: &Array4<f32>,
         rows: &[&ManifestRow],
-        seed: u64,
+        seeds: &[u64],
     ) -> Result<Array4<f32>, SynthError> {
         let (b, _, h, w) = slices.dim();
+        check_batch(b, rows.len(), seeds.len())?;
         let cond = self.condition(slices, rows)?;
         let null = cond.as_ref().map(Tensor::zeros_like);
         let outputs = self.conditioning.targets.len();
@@ -98,8 +93,8 @@ impl Generator for DiffusionGenerator {
             &self.schedule,
             self.sampler,
             self.clip,
-            [b, outputs, h, w],
-            seed,
+            [outputs, h, w],
+            ItemNoise::new(seeds),
             &self.device,
             |x, t| {
                 guided_output(
@@ -124,18 +119,18 @@ impl Generator for DiffusionGenerator {
         slices: &Array4<f32>,
         rows: &[&ManifestRow],
         fake: &Array4<f32>,
-        seed: u64,
+        seeds: &[u64],
     ) -> Option<Result<Array3<f32>, SynthError>> {
         let run = || -> Result<Option<Array3<f32>>, SynthError> {
-            let cond = self.condition(slices, rows)?;
             let (b, o, h, w) = fake.dim();
+            check_batch(b, rows.len(), seeds.len())?;
+            let cond = self.condition(slices, rows)?;
             let x0 = Tensor::<4>::from_data(
                 TensorData::new(fake.iter().copied().collect::<Vec<f32>>(), [b, o, h, w]),
                 &self.device,
             );
             let t = self.schedule.len() / 2;
-            let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            let noise = gaussian([b, o, h, w], &mut rng, &self.device);
+            let noise = ItemNoise::new(seeds).gaussian([o, h, w], &self.device);
             let x_t = self.schedule.q_sample(x0, noise, &vec![t; b]);
             let input = match cond {
                 Some(c) => Tensor::cat(vec![x_t, c], 1),

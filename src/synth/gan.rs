@@ -7,9 +7,9 @@ use ndarray::{Array3, Array4};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::{Generator, SynthError, to_array};
+use super::{Generator, SynthError, check_batch, to_array};
 use crate::dataset::ManifestRow;
-use crate::models::gan::{GanArch, GanGenerator};
+use crate::models::gan::{GanArch, GanGenerator, GanInput};
 use crate::models::{attention_grid, received_attention};
 use crate::train::gan::{GanInputs, SliceClasses, Slices};
 
@@ -31,30 +31,34 @@ impl SaganGenerator {
         &self,
         slices: &Array4<f32>,
         rows: &[&ManifestRow],
-        seed: u64,
+        seeds: &[u64],
     ) -> Result<(Tensor<4>, Tensor<3>), SynthError> {
         let (b, c, h, w) = slices.dim();
-        if rows.len() != b {
-            return Err(SynthError::Setup(format!(
-                "{b} slices but {} manifest rows",
-                rows.len()
-            )));
-        }
+        check_batch(b, rows.len(), seeds.len())?;
         let host: Vec<f32> = slices.iter().copied().collect();
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let slices = Slices {
-            values: &host,
-            dims: [b, c, h, w],
-            rows,
-        };
-        let (_, input) = self.inputs.build(
-            slices,
-            &self.classes,
-            false,
-            self.truncation,
-            &mut rng,
-            &self.device,
-        );
+        // Each slice's noise and latent from its own seed, so its output does not depend on
+        // the batch it is in.
+        let per_slice = c * h * w;
+        let parts = (0..b)
+            .map(|n| {
+                let mut rng = ChaCha8Rng::seed_from_u64(seeds[n]);
+                let slice = Slices {
+                    values: &host[n * per_slice..(n + 1) * per_slice],
+                    dims: [1, c, h, w],
+                    rows: &rows[n..=n],
+                };
+                let (_, input) = self.inputs.build(
+                    slice,
+                    &self.classes,
+                    false,
+                    self.truncation,
+                    &mut rng,
+                    &self.device,
+                );
+                input
+            })
+            .collect();
+        let input = GanInput::cat(parts);
         Ok(self
             .net
             .forward(&input, self.inputs.spec.output_range, false))
@@ -75,9 +79,9 @@ impl Generator for SaganGenerator {
         &self,
         slices: &Array4<f32>,
         rows: &[&ManifestRow],
-        seed: u64,
+        seeds: &[u64],
     ) -> Result<Array4<f32>, SynthError> {
-        let (out, _) = self.run(slices, rows, seed)?;
+        let (out, _) = self.run(slices, rows, seeds)?;
         to_array(out)
     }
 
@@ -89,11 +93,11 @@ impl Generator for SaganGenerator {
         slices: &Array4<f32>,
         rows: &[&ManifestRow],
         fake: &Array4<f32>,
-        seed: u64,
+        seeds: &[u64],
     ) -> Option<Result<Array3<f32>, SynthError>> {
         let run = || -> Result<Array3<f32>, SynthError> {
             let (b, _, h, w) = fake.dim();
-            let (_, map) = self.run(slices, rows, seed)?;
+            let (_, map) = self.run(slices, rows, seeds)?;
             let map = map.unsqueeze_dim::<4>(1);
             let grid = attention_grid(map.dims()[2], (h, w));
             let received = received_attention(&map, grid, (h, w));

@@ -33,7 +33,8 @@ pub trait Generator {
 
     /// Synthesizes the targets for `slices` `[B, C, H, W]` (channels in the slice store's
     /// order) described by their manifest `rows`; an input a row lists as missing is not used.
-    /// The same `seed` gives the same result.
+    /// Slice `i` draws its randomness from `seeds[i]` alone: the same seed gives the same
+    /// result for that slice in any batch.
     ///
     /// # Shapes
     /// -> `[B, targets, H, W]`
@@ -41,7 +42,7 @@ pub trait Generator {
         &self,
         slices: &Array4<f32>,
         rows: &[&ManifestRow],
-        seed: u64,
+        seeds: &[u64],
     ) -> Result<Array4<f32>, SynthError>;
 
     /// How it samples, for provenance (e.g. `ddim steps=50 eta=0`).
@@ -50,15 +51,15 @@ pub trait Generator {
     /// Its guidance settings, for provenance (e.g. `sag=0.5 cfg=1`).
     fn guidance(&self) -> String;
 
-    /// Where the model attends while producing `fake` (its output for `slices`), for
-    /// pictures: per slice a map `[B, H, W]` of the attention each position receives,
+    /// Where the model attends while producing `fake` (its output for `slices` with `seeds`),
+    /// for pictures: per slice a map `[B, H, W]` of the attention each position receives,
     /// 1 = uniform. `None` for models without attention.
     fn attention(
         &self,
         _slices: &Array4<f32>,
         _rows: &[&ManifestRow],
         _fake: &Array4<f32>,
-        _seed: u64,
+        _seeds: &[u64],
     ) -> Option<Result<Array3<f32>, SynthError>> {
         None
     }
@@ -105,6 +106,28 @@ pub fn load_weights<M: burn::module::Module>(
             path,
             what: format!("the weights do not fit the model the pipeline file describes: {e:?}"),
         })
+}
+
+/// Checks that a batch of `b` slices comes with `rows` and `seeds` of its length.
+pub fn check_batch(b: usize, rows: usize, seeds: usize) -> Result<(), SynthError> {
+    if rows != b || seeds != b {
+        return Err(SynthError::Setup(format!(
+            "{b} slices but {rows} manifest rows and {seeds} seeds"
+        )));
+    }
+    Ok(())
+}
+
+/// The seed of a subject's synthesis in variant `variant` (recorded in provenance).
+pub fn subject_seed(seed: u64, subject: &str, variant: u32) -> u64 {
+    unit_seed(seed, &format!("synth/{subject}/variant-{variant}"))
+}
+
+/// The seed of one slice of a subject, from the subject's seed and the slice's place in the
+/// store (axis and index): a slice's sample is the same whatever batch, shard or resumed run
+/// it is drawn in.
+pub fn slice_seed(subject_seed: u64, row: &ManifestRow) -> u64 {
+    unit_seed(subject_seed, &format!("{}{}", row.axis, row.slice_index))
 }
 
 /// A seed for one unit of work: splitmix64 over the run seed and the unit's name, so a unit's

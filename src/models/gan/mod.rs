@@ -120,6 +120,32 @@ pub struct GanInput {
     pub noise: Option<Tensor<4>>,
 }
 
+impl GanInput {
+    /// The inputs of several batches as one, in order (every part built alike).
+    pub fn cat(parts: Vec<GanInput>) -> GanInput {
+        fn join<const D: usize>(parts: Vec<Option<Tensor<D>>>) -> Option<Tensor<D>> {
+            let parts: Option<Vec<Tensor<D>>> = parts.into_iter().collect();
+            parts.filter(|p| !p.is_empty()).map(|p| Tensor::cat(p, 0))
+        }
+        let mut z = Vec::new();
+        let mut classes = Vec::new();
+        let mut cond = Vec::new();
+        let mut noise = Vec::new();
+        for p in parts {
+            z.push(p.z);
+            classes.push(p.classes);
+            cond.push(p.cond);
+            noise.push(p.noise);
+        }
+        GanInput {
+            z: join(z),
+            classes: join(classes),
+            cond: join(cond),
+            noise: join(noise),
+        }
+    }
+}
+
 /// The generator of either architecture (built once per run, so the variants' size
 /// difference does not matter).
 #[derive(Module, Debug)]
