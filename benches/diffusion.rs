@@ -7,6 +7,11 @@
 //! Both sides print their parameter count, which must agree (same architecture). The device
 //! and sizes are chosen by environment variables (benches/common: `MEDSYNTH_BENCH_DEVICE`,
 //! `MEDSYNTH_BENCH_SIZES`, `MEDSYNTH_TORCH_DEVICE`); benches/gpu.sh runs it on a GPU.
+//!
+//! For the benchmark suite (benches/run) it measures one side only and prints JSON lines:
+//! `MEDSYNTH_BENCH_WORKER=train` times training and sampling at each size;
+//! `MEDSYNTH_BENCH_WORKER=volume:N` times sampling one volume of N slices (DDIM 10 steps,
+//! batches of 16, as `[synthesize]` does).
 
 mod common;
 
@@ -103,7 +108,73 @@ fn measure(
     Ok((params, train_rate, per_slice))
 }
 
+/// Volume sampling as `[synthesize]` runs it: DDIM steps and batch size.
+const VOLUME_STEPS: usize = 10;
+const VOLUME_BATCH: usize = 16;
+
+/// Seconds to sample a volume of `slices` slices at `size`, `VOLUME_BATCH` at a time.
+fn sample_volume(device: &Device, size: usize, slices: usize) -> anyhow::Result<(usize, f64)> {
+    let (mult, attention) = (common::levels(size), 16);
+    let net = seeded(device, 0, |d| spec(size, &mult, attention).init(d));
+    let params = net.num_params();
+    let schedule = NoiseSchedule::new(&DiffusionConfig::default());
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let cond: Tensor<4> = gaussian([VOLUME_BATCH, 2, size, size], &mut rng, device);
+    let t = vec![0.0; VOLUME_BATCH];
+    let _ = net.forward(
+        Tensor::cat(vec![cond.clone().narrow(1, 0, 1), cond.clone()], 1),
+        &t,
+    );
+    common::sync(device)?;
+    let start = Instant::now();
+    for first in (0..slices).step_by(VOLUME_BATCH) {
+        let n = VOLUME_BATCH.min(slices - first);
+        let cond = cond.clone().narrow(0, 0, n);
+        let _ = sample(
+            &schedule,
+            Sampler::Ddim {
+                steps: VOLUME_STEPS,
+                eta: 0.0,
+            },
+            None,
+            [1, size, size],
+            ItemNoise::from_seed(first as u64, n),
+            device,
+            |x_t, step| {
+                let times = vec![step as f32; n];
+                net.forward(Tensor::cat(vec![x_t, cond.clone()], 1), &times)
+                    .output
+            },
+        );
+    }
+    common::sync(device)?;
+    Ok((params, start.elapsed().as_secs_f64()))
+}
+
+/// One side of the benchmark suite (`MEDSYNTH_BENCH_WORKER`): JSON lines on stdout.
+fn worker(device: &Device, mode: &str) -> anyhow::Result<()> {
+    let threads = rayon::current_num_threads();
+    for size in common::sizes(&[64, 128])? {
+        let line = if let Some(slices) = mode.strip_prefix("volume:") {
+            let slices: usize = slices.parse()?;
+            let (params, seconds) = sample_volume(device, size, slices)?;
+            serde_json::json!({"size": size, "params": params, "volume_s": seconds,
+                "slices": slices, "steps": VOLUME_STEPS, "batch": VOLUME_BATCH, "threads": threads})
+        } else {
+            let (params, rate, per_slice) =
+                measure(device, size, &common::levels(size), 16, common::steps(size))?;
+            serde_json::json!({"size": size, "params": params, "train_steps_per_s": rate,
+                "sample_s_per_slice": per_slice, "threads": threads})
+        };
+        println!("{line}");
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
+    if let Ok(mode) = std::env::var("MEDSYNTH_BENCH_WORKER") {
+        return worker(&common::device()?.0, &mode);
+    }
     let python = std::env::var("MEDSYNTH_TORCH_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = common::script("diffusion_reference.py");
     let (device, device_name) = common::device()?;

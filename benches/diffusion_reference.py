@@ -2,9 +2,11 @@
 as benches/diffusion.rs: training steps per second (Adam, MSE on epsilon, batch 8) and DDIM
 sampling time per slice, on the CPU.
 
-Usage: diffusion_reference.py SIZE BASE MULT ATTN HEADS BATCH TRAIN_STEPS SAMPLE_STEPS
+Usage: diffusion_reference.py SIZE BASE MULT ATTN HEADS BATCH TRAIN_STEPS SAMPLE_STEPS [DEVICE [VOLUME]]
   MULT: comma-separated channel multipliers; ATTN: comma-separated attention resolutions.
-Prints JSON: parameter count, train steps/s, seconds per sampled slice.
+  VOLUME: when given, only a volume of that many slices is sampled (SAMPLE_STEPS steps, in
+  batches of BATCH) and timed, with no training.
+Prints JSON: parameter count, train steps/s, seconds per sampled slice (or per volume).
 """
 import json
 import math
@@ -142,6 +144,25 @@ class Unet(nn.Module):
         return self.output(F.silu(self.out_norm(h)))
 
 
+def sample_volume(net, size, batch, steps, slices, device, sync):
+    """Seconds to sample a volume of `slices` slices, `batch` at a time, `steps` network passes each."""
+    net.eval()
+    cond = torch.randn(batch, 2, size, size, device=device)
+    with torch.no_grad():
+        net(torch.cat([cond[:, :1], cond], 1), torch.zeros(batch, device=device))
+        sync()
+        start = time.perf_counter()
+        for first in range(0, slices, batch):
+            n = min(batch, slices - first)
+            xt = torch.randn(n, 1, size, size, device=device)
+            for i in range(steps):
+                t = torch.full((n,), 999 - i * (1000 // steps), device=device)
+                eps = net(torch.cat([xt, cond[:n]], 1), t)
+                xt = xt - 0.01 * eps
+        sync()
+        return time.perf_counter() - start
+
+
 def main():
     size, base = int(sys.argv[1]), int(sys.argv[2])
     mult = [int(x) for x in sys.argv[3].split(",")]
@@ -149,9 +170,14 @@ def main():
     heads, batch, train_steps, sample_steps = (int(x) for x in sys.argv[5:9])
     device = torch.device(sys.argv[9] if len(sys.argv) > 9 else "cpu")
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    volume = int(sys.argv[10]) if len(sys.argv) > 10 else 0
     torch.manual_seed(0)
     net = Unet(3, 1, base, mult, 1, 8, heads, attn, size).to(device)
     params = sum(p.numel() for p in net.parameters())
+    if volume:
+        json.dump({"params": params, "volume_s": sample_volume(net, size, batch, sample_steps, volume, device, sync),
+                   "threads": torch.get_num_threads(), "device": str(device)}, sys.stdout)
+        return
     opt = torch.optim.Adam(net.parameters(), lr=1e-4)
     x = torch.randn(batch, 3, size, size, device=device)
     target = torch.randn(batch, 1, size, size, device=device)

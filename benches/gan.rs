@@ -12,6 +12,9 @@
 //! Both sides count their parameters (with medsynth's non-trainable state), which must agree.
 //! The device and sizes are chosen by environment variables (benches/common); the noise models
 //! run when 64 is among the sizes; benches/gpu.sh runs it on a GPU.
+//!
+//! For the benchmark suite (benches/run), `MEDSYNTH_BENCH_WORKER=1` measures medsynth only and
+//! prints a JSON line per case.
 
 mod common;
 
@@ -122,11 +125,8 @@ fn measure(device: &Device, c: &Case) -> anyhow::Result<(usize, usize, f64, f64)
     Ok((pg, pd, d_rate, g_rate))
 }
 
-fn main() -> anyhow::Result<()> {
-    let python = std::env::var("MEDSYNTH_TORCH_PYTHON").unwrap_or_else(|_| "python3".into());
-    let script = common::script("gan_reference.py");
-    let (device, device_name) = common::device()?;
-    let torch_device = common::torch_device();
+/// The table's title and column heads.
+fn header(device_name: &str, torch_device: &str) {
     println!(
         "self-attention GANs (base {BASE}), batch {BATCH}, medsynth on {device_name} ({} CPU threads), torch on {torch_device}",
         rayon::current_num_threads()
@@ -144,6 +144,17 @@ fn main() -> anyhow::Result<()> {
         "torch G/s",
         "ratio"
     );
+}
+
+fn main() -> anyhow::Result<()> {
+    let python = std::env::var("MEDSYNTH_TORCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = common::script("gan_reference.py");
+    let (device, device_name) = common::device()?;
+    let torch_device = common::torch_device();
+    let worker = std::env::var_os("MEDSYNTH_BENCH_WORKER").is_some();
+    if !worker {
+        header(device_name, &torch_device);
+    }
     let sizes = common::sizes(&[64, 128])?;
     let mut cases: Vec<Case> = sizes
         .iter()
@@ -171,6 +182,13 @@ fn main() -> anyhow::Result<()> {
         } else {
             "noise"
         };
+        if worker {
+            let line = serde_json::json!({"arch": arch, "size": c.size, "params_g": pg,
+                "params_d": pd, "d_steps_per_s": d_rate, "g_steps_per_s": g_rate,
+                "threads": rayon::current_num_threads()});
+            println!("{line}");
+            continue;
+        }
         let mult = c
             .mult
             .iter()

@@ -4,8 +4,7 @@ target spacing with scipy.ndimage.affine_transform (trilinear, order=1), take th
 foreground masks (above 0.2 of each contrast's 99th percentile), crop to its bounding box plus
 a margin, pad or crop centred to the slice size, clip each contrast to its foreground 0.5/99.5
 percentiles and map to [-1, 1], and cut axial slices with at least 10 % foreground.
-(MONAI and TorchIO need PyTorch, which this machine cannot install in reasonable time; the
-chain is the same operations those libraries call.)
+The same chain in MONAI is benches/suite_reference.py's `preprocess-monai`.
 
 Usage: preprocess_reference.py DIR SPACING MARGIN ROWS COLS REPEATS
 Prints JSON: median seconds for the whole set, and the number of slices made.

@@ -315,3 +315,56 @@ formats = ["nifti"]
         );
     }
 }
+
+/// The demo itself (pipelines/demo.toml: ten phantom heads, the attention UNet, SAG,
+/// evaluation, the nnU-Net export, the report with attention maps) with `train.device = "gpu"`,
+/// one epoch instead of twelve so it fits CI on a software driver: every stage runs on the GPU
+/// and gives the CPU run's training losses and scores.
+#[test]
+fn the_demo_runs_on_the_gpu_and_matches_the_cpu() {
+    let demo = std::fs::read_to_string(common::repo().join("pipelines/demo.toml")).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let mut logs = Vec::new();
+    let mut scores = Vec::new();
+    for device in ["cpu", "gpu"] {
+        let mut file: toml::Table = demo.parse().unwrap();
+        file["pipeline"]["name"] = toml::Value::from(format!("demo-{device}"));
+        let train = file["train"].as_table_mut().unwrap();
+        train.insert("device".into(), device.into());
+        train.insert("epochs".into(), 1.into());
+        let path = root.path().join(format!("demo-{device}.toml"));
+        std::fs::write(&path, toml::to_string(&file).unwrap()).unwrap();
+        let out = common::run_pipeline(root.path(), &path);
+        common::assert_success(&out);
+        let run_dir = root.path().join(format!("runs/demo-{device}"));
+        for part in ["report.html", "metrics.parquet"] {
+            assert!(run_dir.join(part).is_file(), "{device}: no {part}");
+        }
+        let log = medsynth::train::read_log(&run_dir.join("train_log.parquet")).unwrap();
+        logs.push(log.iter().map(|r| r.loss).collect::<Vec<_>>());
+        let rows = medsynth::pipeline::read_metrics(&run_dir.join("metrics.parquet")).unwrap();
+        scores.push(
+            rows.iter()
+                .filter(|r| r.method == "diffusion")
+                .map(|r| (r.metric.clone(), r.value))
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert_eq!(logs[0].len(), logs[1].len());
+    assert!(logs[0].len() >= 20, "{} steps", logs[0].len());
+    for (step, (a, b)) in logs[0].iter().zip(&logs[1]).enumerate() {
+        assert!(
+            ((a - b) / a).abs() < 1e-2,
+            "training loss at step {step}: cpu {a}, gpu {b}"
+        );
+    }
+    assert!(!scores[0].is_empty());
+    assert_eq!(scores[0].len(), scores[1].len());
+    for ((m, a), (_, b)) in scores[0].iter().zip(&scores[1]) {
+        assert!(a.is_finite() && b.is_finite());
+        assert!(
+            (a - b).abs() <= 2e-2 * a.abs().max(1.0),
+            "{m}: cpu {a}, gpu {b}"
+        );
+    }
+}
