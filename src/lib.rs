@@ -12,6 +12,7 @@ pub mod models;
 pub mod phantom;
 pub mod pipeline;
 pub mod preprocess;
+pub mod progress;
 pub mod provenance;
 pub mod report;
 pub mod spec;

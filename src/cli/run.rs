@@ -24,6 +24,9 @@ pub struct RunArgs {
     /// Run root: relative paths in the file are resolved against it. Default: the current folder.
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub root: PathBuf,
+    /// Also write the summary as JSON to this file (for batch jobs and log collectors).
+    #[arg(long, value_name = "PATH")]
+    pub summary_json: Option<PathBuf>,
 }
 
 /// Sizes the worker pool every CPU stage uses, burn's CPU backend (its GEMM and kernels run
@@ -59,6 +62,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let plan = pipeline::plan(file, &args.file, &args.root)?;
     tracing::info!(run = %plan.run_dir.display(), stages = ?plan.stages, "planned");
     let outcome = pipeline::execute(plan, &args.root)?;
+    if let Some(path) = &args.summary_json {
+        let text = serde_json::to_string_pretty(&outcome.summary_json())?;
+        medsynth::volume::AtomicFile::write(path, text.as_bytes())
+            .with_context(|| format!("cannot write the summary to {}", path.display()))?;
+    }
     super::print_stdout(&format!("{outcome}\n"))?;
     Ok(ExitCode::SUCCESS)
 }

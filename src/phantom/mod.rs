@@ -19,7 +19,6 @@ mod tissue;
 
 use std::path::{Path, PathBuf};
 
-use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::Array3;
 use ndarray::parallel::prelude::*;
 use rand::{Rng, SeedableRng};
@@ -30,6 +29,7 @@ pub use anatomy::Anatomy;
 pub use mri::{Contrast, Sequence};
 pub use tissue::{Relaxation, Tissue};
 
+use crate::progress::Progress;
 use crate::volume::dicom::{WriteOptions, write_series};
 use crate::volume::{Affine, AxisOrder, Geometry, Metadata, Source, Volume, nifti, standard};
 
@@ -400,12 +400,7 @@ pub fn write_cohort(
     format: PhantomFormat,
     with_tissues: bool,
 ) -> Result<Vec<PathBuf>, PhantomError> {
-    let bar = ProgressBar::new(count as u64).with_style(
-        ProgressStyle::with_template(
-            "{spinner} phantom {pos}/{len} subjects [{elapsed_precise}] {wide_bar}",
-        )
-        .expect("the template is valid"),
-    );
+    let bar = Progress::new("phantom", "subjects", count as u64);
     let results: Vec<Result<Vec<PathBuf>, PhantomError>> = (0..count)
         .into_par_iter()
         .map(|index| {
@@ -416,7 +411,7 @@ pub fn write_cohort(
             written
         })
         .collect();
-    bar.finish_and_clear();
+    bar.finish();
     let mut all = Vec::new();
     for r in results {
         all.extend(r?);

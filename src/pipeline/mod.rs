@@ -142,6 +142,59 @@ pub struct Outcome {
     pub provenance: PathBuf,
 }
 
+impl Outcome {
+    /// The summary as JSON (`medsynth run --summary-json`): the same content as the printed
+    /// table, with every metric region.
+    pub fn summary_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        let path = |p: &Path| p.display().to_string();
+        let splits: serde_json::Map<String, serde_json::Value> =
+            preprocess::counts(&self.store.rows)
+                .into_iter()
+                .map(|(split, (subjects, slices))| {
+                    (split, json!({"subjects": subjects, "slices": slices}))
+                })
+                .collect();
+        let skipped = |s: &[Skip]| -> Vec<serde_json::Value> {
+            s.iter()
+                .map(|s| json!({"subject": s.subject, "stage": s.stage.to_string(), "reason": s.reason}))
+                .collect()
+        };
+        let evaluation = self.evaluation.as_ref().map(|e| {
+            let metrics: Vec<serde_json::Value> = e
+                .aggregates()
+                .into_iter()
+                .map(|((method, modality, metric, region), (mean, sd, n))| {
+                    json!({"method": method, "modality": modality, "metric": metric,
+                        "region": region, "mean": mean, "sd": sd, "n": n})
+                })
+                .collect();
+            let not_computed: Vec<serde_json::Value> = e
+                .skipped
+                .iter()
+                .map(|(metric, why)| json!({"metric": metric, "why": why}))
+                .collect();
+            json!({"path": path(&e.path), "metrics": metrics, "not_computed": not_computed})
+        });
+        json!({
+            "run_dir": path(&self.run_dir),
+            "slice_store": {"dir": path(&self.store.dir), "reused": self.store.reused,
+                "channels": self.store.channels},
+            "splits": splits,
+            "skipped": skipped(&self.skipped),
+            "checkpoint": self.checkpoint.as_deref().map(path),
+            "synthesized": self.synthesized.as_ref().map(|s| {
+                s.variants.iter().map(|v| json!({"dir": path(v), "slices": s.slices})).collect::<Vec<_>>()
+            }),
+            "evaluation": evaluation,
+            "nnunet": self.nnunet.as_ref().map(|n| json!({"dir": path(&n.dir), "training": n.training,
+                "test": n.test, "synthetic_channels": n.synthetic.len(), "skipped": skipped(&n.skipped)})),
+            "report": self.report.as_deref().map(path),
+            "provenance": path(&self.provenance),
+        })
+    }
+}
+
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "run folder   {}", self.run_dir.display())?;

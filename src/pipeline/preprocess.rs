@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::{Array4, Axis};
 use rayon::prelude::*;
 
@@ -18,6 +17,7 @@ use crate::preprocess::{
     LABEL, Prepared, SubjectInputs, assign_splits, cache_key, cut_slices, prepare, read_split_list,
     voxel_axis,
 };
+use crate::progress::Progress;
 use crate::spec::{SliceAxis, SplitName, WriteFormat};
 use crate::volume::{AtomicFile, Volume};
 
@@ -364,7 +364,7 @@ pub fn run(run: &mut Run, subjects: &Subjects, skipped: &mut Vec<Skip>) -> Resul
     let section = &file.preprocess;
 
     // The key: settings, seed, every input's digest (and the split list's).
-    let bar = progress(subjects.usable.len(), "hashing inputs");
+    let bar = progress(subjects.usable.len(), "hashing");
     let digests: Vec<Result<Vec<Input>, (String, String)>> = subjects
         .usable
         .par_iter()
@@ -388,7 +388,7 @@ pub fn run(run: &mut Run, subjects: &Subjects, skipped: &mut Vec<Skip>) -> Resul
             Ok(out)
         })
         .collect();
-    bar.finish_and_clear();
+    bar.finish();
     let mut inputs = Vec::new();
     let mut unreadable = Vec::new();
     for d in digests {
@@ -504,7 +504,7 @@ pub fn run(run: &mut Run, subjects: &Subjects, skipped: &mut Vec<Skip>) -> Resul
                 (s.id.clone(), result)
             })
             .collect();
-        bar.finish_and_clear();
+        bar.finish();
         (done, false)
     };
 
@@ -570,13 +570,8 @@ pub fn run(run: &mut Run, subjects: &Subjects, skipped: &mut Vec<Skip>) -> Resul
     })
 }
 
-fn progress(len: usize, what: &str) -> ProgressBar {
-    ProgressBar::new(len as u64).with_style(
-        ProgressStyle::with_template(&format!(
-            "{{spinner}} {what} {{pos}}/{{len}} subjects [{{elapsed_precise}}] {{wide_bar}}"
-        ))
-        .expect("the template is valid"),
-    )
+fn progress(len: usize, what: &str) -> Progress {
+    Progress::new(what, "subjects", len as u64)
 }
 
 /// Slices per split, for the summary.

@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::{Array4, Axis};
 
 use super::train::{device, diffusion_trainer, gan_trainer};
@@ -21,6 +20,7 @@ use crate::dataset::{ManifestRow, SliceSet, read_shard, write_manifest, write_sh
 use crate::models::UnetSpec;
 use crate::models::gan::GanSpec;
 use crate::preprocess::LABEL;
+use crate::progress::Progress;
 use crate::spec::{ModelKind, NormalizeMethod, PipelineFile, SplitName, WriteFormat};
 use crate::synth::diffusion::sampling;
 use crate::synth::volumes::{Scale, to_original_grid};
@@ -174,12 +174,7 @@ pub fn run(run: &mut Run, store: &Store, checkpoint: &Path) -> Result<Synthesize
     let subjects: Vec<(&str, Vec<usize>)> = by_subject.into_iter().collect();
     let variants_n = section.variants.max(1);
     let total = subjects.len() * variants_n as usize;
-    let bar = ProgressBar::new(set.len() as u64 * variants_n as u64).with_style(
-        ProgressStyle::with_template(
-            "{spinner} synthesize {pos}/{len} slices [{elapsed_precise}<{eta_precise}] {wide_bar} {msg}",
-        )
-        .expect("the template is valid"),
-    );
+    let bar = Progress::new("synthesize", "slices", set.len() as u64 * variants_n as u64);
     tracing::info!(
         subjects = subjects.len(),
         slices = set.len(),
@@ -296,7 +291,7 @@ pub fn run(run: &mut Run, store: &Store, checkpoint: &Path) -> Result<Synthesize
         run.save_provenance()?;
         variants.push(dir);
     }
-    bar.finish_and_clear();
+    bar.finish();
     let seconds = clock.elapsed().as_secs_f64();
     let volumes = sampled as f64 / set.len().max(1) as f64 * subjects.len() as f64;
     tracing::info!(

@@ -413,7 +413,7 @@ impl DiffusionTrainer {
                 write_log(&self.log, &log).map_err(|e| TrainError::Setup(e.to_string()))?;
             }
         }
-        bar.finish_and_clear();
+        bar.finish();
         Ok(Trained {
             model: net.valid(),
             ema: ema.model,

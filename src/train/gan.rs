@@ -389,7 +389,7 @@ impl GanTrainer {
                 write_log(&self.log, &log).map_err(|e| TrainError::Setup(e.to_string()))?;
             }
         }
-        bar.finish_and_clear();
+        bar.finish();
         Ok(GanTrained {
             generator: g.valid(),
             ema: ema.model,

@@ -21,8 +21,8 @@ use burn::grad_clipping::GradientClippingConfig;
 use burn::module::Module;
 use burn::optim::{AdamConfig, AdamWConfig, ModuleOptimizer, OptimizerRecord};
 use burn::store::ModuleRecord;
-use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::progress::Progress;
 use crate::spec::{ModelKind, OptimizerKind, TrainSection};
 
 /// SplitMix64 of a seed and a stream number: the seed of step `s`'s random draws.
@@ -184,17 +184,12 @@ pub(crate) fn check_resume(
     )))
 }
 
-/// The training progress bar (hidden when `show` is false).
-pub(crate) fn progress_bar(show: bool, total: u64) -> ProgressBar {
+/// Training progress (hidden when `show` is false).
+pub(crate) fn progress_bar(show: bool, total: u64) -> Progress {
     if !show {
-        return ProgressBar::hidden();
+        return Progress::hidden();
     }
-    ProgressBar::new(total).with_style(
-        ProgressStyle::with_template(
-            "{spinner} train {pos}/{len} steps [{elapsed_precise}<{eta_precise}] {wide_bar} {msg}",
-        )
-        .expect("the template is valid"),
-    )
+    Progress::new("train", "steps", total)
 }
 
 /// The learning rate at optimizer step `step` (0-based): linear warm-up over `warmup` steps,
