@@ -21,7 +21,8 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Tensor};
-use medsynth::models::diffusion::{ItemNoise, NoiseSchedule, Sampler, gaussian, sample};
+use medsynth::device::sampling_parts;
+use medsynth::models::diffusion::{NoiseSchedule, Sampler, gaussian, sample_chunked};
 use medsynth::models::{UnetSpec, seeded};
 use medsynth::spec::DiffusionConfig;
 use rand::SeedableRng;
@@ -87,7 +88,8 @@ fn measure(
     );
     common::sync(&device)?;
     let start = Instant::now();
-    let _ = sample(
+    let seeds: Vec<u64> = (0..BATCH as u64).collect();
+    let _ = sample_chunked(
         &schedule,
         Sampler::Ddim {
             steps: SAMPLE_STEPS,
@@ -95,12 +97,13 @@ fn measure(
         },
         None,
         [1, size, size],
-        ItemNoise::from_seed(1, BATCH),
+        &seeds,
+        sampling_parts(&device, BATCH),
         &device,
-        |x_t, step| {
-            let times = vec![step as f32; BATCH];
-            net.forward(Tensor::cat(vec![x_t, cond.clone()], 1), &times)
-                .output
+        |x_t, step, items| {
+            let times = vec![step as f32; items.len()];
+            let cond = cond.clone().narrow(0, items.start, items.len());
+            net.forward(Tensor::cat(vec![x_t, cond], 1), &times).output
         },
     );
     common::sync(&device)?;
@@ -129,8 +132,8 @@ fn sample_volume(device: &Device, size: usize, slices: usize) -> anyhow::Result<
     let start = Instant::now();
     for first in (0..slices).step_by(VOLUME_BATCH) {
         let n = VOLUME_BATCH.min(slices - first);
-        let cond = cond.clone().narrow(0, 0, n);
-        let _ = sample(
+        let seeds: Vec<u64> = (first as u64..(first + n) as u64).collect();
+        let _ = sample_chunked(
             &schedule,
             Sampler::Ddim {
                 steps: VOLUME_STEPS,
@@ -138,12 +141,13 @@ fn sample_volume(device: &Device, size: usize, slices: usize) -> anyhow::Result<
             },
             None,
             [1, size, size],
-            ItemNoise::from_seed(first as u64, n),
+            &seeds,
+            sampling_parts(device, n),
             device,
-            |x_t, step| {
-                let times = vec![step as f32; n];
-                net.forward(Tensor::cat(vec![x_t, cond.clone()], 1), &times)
-                    .output
+            |x_t, step, items| {
+                let times = vec![step as f32; items.len()];
+                let cond = cond.clone().narrow(0, items.start, items.len());
+                net.forward(Tensor::cat(vec![x_t, cond], 1), &times).output
             },
         );
     }

@@ -292,3 +292,44 @@ pub fn sample(
     }
     x
 }
+
+/// [`sample`] for the items of `seeds` in `chunks` contiguous parts run side by side on the
+/// worker pool, concatenated in order. burn's CPU backend runs convolutions and GEMM on every
+/// thread but its elementwise kernels on one; parts sampled in parallel fill the threads that
+/// one batch leaves idle. Each item's noise comes from its own seed, so the result is that of
+/// one [`sample`] over all items. `predict(x_t, t, items)` gets the part's item range.
+#[allow(clippy::too_many_arguments)]
+pub fn sample_chunked(
+    schedule: &NoiseSchedule,
+    sampler: Sampler,
+    clip: Option<[f32; 2]>,
+    item_shape: [usize; 3],
+    seeds: &[u64],
+    chunks: usize,
+    device: &Device,
+    predict: impl Fn(Tensor<4>, usize, std::ops::Range<usize>) -> Tensor<4> + Sync,
+) -> Tensor<4> {
+    use rayon::prelude::*;
+    let n = seeds.len();
+    let chunks = chunks.clamp(1, n.max(1));
+    let per = n.div_ceil(chunks);
+    let ranges: Vec<std::ops::Range<usize>> = (0..n)
+        .step_by(per.max(1))
+        .map(|a| a..(a + per).min(n))
+        .collect();
+    let parts: Vec<Tensor<4>> = ranges
+        .into_par_iter()
+        .map(|r| {
+            sample(
+                schedule,
+                sampler,
+                clip,
+                item_shape,
+                ItemNoise::new(&seeds[r.clone()]),
+                device,
+                |x, t| predict(x, t, r.clone()),
+            )
+        })
+        .collect();
+    Tensor::cat(parts, 0)
+}

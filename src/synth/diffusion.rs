@@ -9,7 +9,8 @@ use rand_chacha::ChaCha8Rng;
 
 use super::{Generator, SynthError, check_batch, to_array};
 use crate::dataset::ManifestRow;
-use crate::models::diffusion::{ItemNoise, NoiseSchedule, Sampler, sample};
+use crate::device::sampling_parts;
+use crate::models::diffusion::{ItemNoise, NoiseSchedule, Sampler, sample_chunked};
 use crate::models::{Guidance, Unet, attention_grid, guided_output, received_attention};
 use crate::spec::{SamplerKind, SynthesizeSection};
 use crate::train::diffusion::Conditioning;
@@ -89,22 +90,27 @@ impl Generator for DiffusionGenerator {
         let cond = self.condition(slices, rows)?;
         let null = cond.as_ref().map(Tensor::zeros_like);
         let outputs = self.conditioning.targets.len();
-        let result = sample(
+        let part = |t: &Option<Tensor<4>>, items: &std::ops::Range<usize>| {
+            t.as_ref()
+                .map(|t| t.clone().narrow(0, items.start, items.len()))
+        };
+        let result = sample_chunked(
             &self.schedule,
             self.sampler,
             self.clip,
             [outputs, h, w],
-            ItemNoise::new(seeds),
+            seeds,
+            sampling_parts(&self.device, b),
             &self.device,
-            |x, t| {
+            |x, t, items| {
                 guided_output(
                     &self.net,
                     &self.schedule,
                     self.guidance,
                     x,
                     t,
-                    cond.as_ref(),
-                    null.as_ref(),
+                    part(&cond, &items).as_ref(),
+                    part(&null, &items).as_ref(),
                 )
             },
         );
