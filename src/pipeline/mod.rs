@@ -9,6 +9,7 @@ mod context;
 mod evaluate;
 mod export;
 mod input;
+pub mod lock;
 mod preprocess;
 mod report;
 mod synthesize;
@@ -88,6 +89,9 @@ pub enum RunError {
     /// A stage had nothing to work on.
     #[error("stage [{stage}]: {what}")]
     Nothing { stage: Stage, what: String },
+    /// Another process writes the run folder.
+    #[error(transparent)]
+    Locked(#[from] lock::LockError),
 }
 
 impl RunError {
@@ -269,6 +273,8 @@ impl fmt::Display for Outcome {
 
 /// Runs every stage of a plan, in order, resolving relative paths against `root`.
 pub fn execute(plan: Plan, root: &Path) -> Result<Outcome, RunError> {
+    // Held until the run returns: one writer per run folder.
+    let _lock = lock::RunLock::acquire(&plan.run_dir)?;
     let mut run = Run::new(plan, root);
     let spec_copy = run.dir().join("pipeline.toml");
     let started = now_rfc3339();
