@@ -235,9 +235,10 @@ class Suite:
         if not self.only or not path.exists():
             return self.rows
         import pyarrow.parquet as pq
-        new = {(r["task"], r["size"]): r for r in self.rows}
+        key = lambda r: (r["task"], r["size"], r["peer"])
+        new = {key(r): r for r in self.rows}
         old = pq.read_table(path).to_pylist()
-        rows = [new.pop((r["task"], r["size"]), r) for r in old]
+        rows = [new.pop(key(r), r) for r in old]
         return rows + list(new.values())
 
     def write(self):
