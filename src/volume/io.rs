@@ -72,9 +72,16 @@ pub fn write_nifti(path: &Path, volume: &Volume, description: &str) -> Result<()
         });
     }
     let frame = volume.frame(0);
-    let integral = frame
-        .iter()
-        .all(|v| v.fract() == 0.0 && *v >= i16::MIN as f32 && *v <= i16::MAX as f32);
+    let fits_i16 = |v: &f32| v.fract() == 0.0 && *v >= i16::MIN as f32 && *v <= i16::MAX as f32;
+    // In memory order and in parallel: an element-by-element walk of a Fortran-ordered view
+    // was 41 % of `medsynth convert`.
+    let integral = match frame.as_slice_memory_order() {
+        Some(values) => {
+            use rayon::prelude::*;
+            values.par_iter().all(fits_i16)
+        }
+        None => frame.iter().all(fits_i16),
+    };
     if integral {
         let data = frame.mapv(|v| v as i16);
         nifti::write(path, data.view(), &volume.geometry.affine, description)?;
