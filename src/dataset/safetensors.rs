@@ -60,16 +60,20 @@ pub fn write_shard(
     file.commit().map_err(|e| err(Box::new(e)))
 }
 
-/// Reads a shard written by [`write_shard`]: the tensor and its channel names.
-pub fn read_shard(path: &Path) -> Result<(Array4<f32>, Vec<String>), StoreError> {
+/// What a shard's header says: its shape `[N, C, H, W]`, its channel names, and where its
+/// data starts.
+struct Header {
+    shape: [usize; 4],
+    channels: Vec<String>,
+    data_start: usize,
+}
+
+/// Parses the header at the start of `bytes` (at least its first `8 + header length` bytes).
+fn parse_header(path: &Path, bytes: &[u8]) -> Result<Header, StoreError> {
     let bad = |what: String| StoreError::Invalid {
         path: path.to_owned(),
         what,
     };
-    let bytes = std::fs::read(path).map_err(|e| StoreError::Write {
-        path: path.to_owned(),
-        source: Box::new(e),
-    })?;
     let len = bytes
         .get(..8)
         .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as usize)
@@ -97,25 +101,74 @@ pub fn read_shard(path: &Path) -> Result<(Array4<f32>, Vec<String>), StoreError>
     let [n, c, h, w] = shape[..] else {
         return Err(bad(format!("shape {shape:?}, expected [N, C, H, W]")));
     };
-    let data = &bytes[8 + len..];
-    let count = n * c * h * w;
-    if data.len() < count * 4 {
-        return Err(bad(format!(
-            "{} data bytes, expected {}",
-            data.len(),
-            count * 4
-        )));
-    }
-    let values: Vec<f32> = data[..count * 4]
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    let array = Array4::from_shape_vec((n, c, h, w), values).map_err(|e| bad(e.to_string()))?;
     let channels = header["__metadata__"]["channels"]
         .as_str()
         .unwrap_or_default()
         .split(',')
         .map(str::to_owned)
         .collect();
-    Ok((array, channels))
+    Ok(Header {
+        shape: [n, c, h, w],
+        channels,
+        data_start: 8 + len,
+    })
+}
+
+/// Checks that the data after the header holds the whole tensor.
+fn check_data(path: &Path, header: &Header, data_bytes: usize) -> Result<(), StoreError> {
+    let expected = header.shape.iter().product::<usize>() * 4;
+    if data_bytes < expected {
+        return Err(StoreError::Invalid {
+            path: path.to_owned(),
+            what: format!("{data_bytes} data bytes, expected {expected}"),
+        });
+    }
+    Ok(())
+}
+
+/// A shard's shape `[N, C, H, W]` and channel names, reading only its header (and the file's
+/// size, to know the data is all there): the same checks as [`read_shard`] without reading
+/// the slices.
+pub fn shard_shape(path: &Path) -> Result<([usize; 4], Vec<String>), StoreError> {
+    use std::io::Read;
+    let io = |e: std::io::Error| StoreError::Write {
+        path: path.to_owned(),
+        source: Box::new(e),
+    };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let size = file.metadata().map_err(io)?.len() as usize;
+    let mut prefix = [0u8; 8];
+    file.read_exact(&mut prefix)
+        .map_err(|_| StoreError::Invalid {
+            path: path.to_owned(),
+            what: "shorter than the 8-byte header length".into(),
+        })?;
+    let len = (u64::from_le_bytes(prefix) as usize).min(size.saturating_sub(8));
+    let mut bytes = prefix.to_vec();
+    bytes.resize(8 + len, 0);
+    file.read_exact(&mut bytes[8..]).map_err(io)?;
+    let header = parse_header(path, &bytes)?;
+    check_data(path, &header, size.saturating_sub(header.data_start))?;
+    Ok((header.shape, header.channels))
+}
+
+/// Reads a shard written by [`write_shard`]: the tensor and its channel names.
+pub fn read_shard(path: &Path) -> Result<(Array4<f32>, Vec<String>), StoreError> {
+    let bytes = std::fs::read(path).map_err(|e| StoreError::Write {
+        path: path.to_owned(),
+        source: Box::new(e),
+    })?;
+    let header = parse_header(path, &bytes)?;
+    let data = &bytes[header.data_start..];
+    check_data(path, &header, data.len())?;
+    let [n, c, h, w] = header.shape;
+    let values: Vec<f32> = data[..n * c * h * w * 4]
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let array = Array4::from_shape_vec((n, c, h, w), values).map_err(|e| StoreError::Invalid {
+        path: path.to_owned(),
+        what: e.to_string(),
+    })?;
+    Ok((array, header.channels))
 }

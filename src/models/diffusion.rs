@@ -230,16 +230,6 @@ impl ItemNoise {
         )
     }
 
-    /// The number of items.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Whether there are no items.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// Noise `[items, C, H, W]` for `item_shape = [C, H, W]`, each item from its own stream.
     pub fn gaussian(&mut self, item_shape: [usize; 3], device: &Device) -> Tensor<4> {
         let per_item: usize = item_shape.iter().product();

@@ -16,7 +16,7 @@ use ndarray::{Array4, Axis};
 use super::train::{device, diffusion_trainer, gan_trainer};
 use super::write::{files_of, write_formats};
 use super::{Run, RunError, Stage, Store, now_rfc3339, sha256_file};
-use crate::dataset::{ManifestRow, SliceSet, read_shard, write_manifest, write_shard};
+use crate::dataset::{ManifestRow, SliceSet, read_shard, shard_shape, write_manifest, write_shard};
 use crate::models::UnetSpec;
 use crate::models::gan::GanSpec;
 use crate::preprocess::LABEL;
@@ -208,7 +208,7 @@ pub fn run(run: &mut Run, store: &Store, checkpoint: &Path) -> Result<Synthesize
         // Subjects whose shard is already complete are read back, not sampled again.
         let resumed: Vec<bool> = subjects
             .iter()
-            .map(|(subject, rows)| writer.resume(subject, rows.len()).is_some())
+            .map(|(subject, rows)| writer.complete(subject, rows.len()))
             .collect();
         let work: Vec<(usize, usize)> = subjects
             .iter()
@@ -322,6 +322,12 @@ struct VariantWriter<'a> {
 impl VariantWriter<'_> {
     fn shard(&self, subject: &str) -> PathBuf {
         self.dir.join(format!("{subject}.safetensors"))
+    }
+
+    /// Whether an earlier run left the subject's shard complete, read from its header only.
+    fn complete(&self, subject: &str, slices: usize) -> bool {
+        shard_shape(&self.shard(subject))
+            .is_ok_and(|(shape, channels)| shape[0] == slices && channels == self.targets)
     }
 
     /// The subject's shard from an earlier run, when it is complete.
