@@ -15,6 +15,7 @@ pub mod preprocess;
 pub mod progress;
 pub mod provenance;
 pub mod report;
+pub mod slurm;
 pub mod spec;
 pub mod synth;
 pub mod train;

@@ -11,6 +11,8 @@ fn every_command_has_help_with_an_example() {
         "schema",
         "phantom",
         "run",
+        "merge",
+        "slurm",
         "inspect",
         "convert",
         "devices",
@@ -240,4 +242,73 @@ fn eval_scores_a_volume_and_refuses_mismatched_grids() {
         err.contains("cropped.nii.gz") && err.contains("shape"),
         "{err}"
     );
+}
+
+#[test]
+fn shard_flags_are_checked() {
+    for (args, code) in [
+        (vec!["run", "pipelines/demo.toml", "--shard", "3/3"], 2),
+        (vec!["run", "pipelines/demo.toml", "--shard", "x"], 2),
+        (
+            vec![
+                "run",
+                "pipelines/demo.toml",
+                "--shard",
+                "0/3",
+                "--stage",
+                "train",
+            ],
+            1,
+        ),
+        (vec!["run", "pipelines/demo.toml", "--stage", "apply"], 1),
+        (vec!["slurm", "pipelines/demo.toml", "--shards", "0"], 1),
+    ] {
+        let out = medsynth(&args);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("shard") || stderr(&out).contains("K/N"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+}
+
+/// The Kubernetes manifest in the README: an Indexed Job whose completion index is the shard
+/// K, of as many shards as completions.
+#[test]
+fn the_readme_kubernetes_manifest_is_an_indexed_job_of_shards() {
+    let readme = std::fs::read_to_string(common::repo().join("README.md")).unwrap();
+    let block = readme
+        .split("<!-- kubernetes-indexed-job -->")
+        .nth(1)
+        .and_then(|rest| rest.split("```yaml").nth(1))
+        .and_then(|rest| rest.split("```").next())
+        .expect("the README has the manifest after its marker");
+    let field = |key: &str| -> String {
+        block
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(&format!("{key}: ")))
+            .unwrap_or_else(|| panic!("no {key} in the manifest"))
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(field("apiVersion"), "batch/v1");
+    assert_eq!(field("kind"), "Job");
+    assert_eq!(field("completionMode"), "Indexed");
+    assert_eq!(field("restartPolicy"), "Never");
+    let n = field("completions");
+    assert!(n.parse::<usize>().unwrap() > 0);
+    let command = block
+        .lines()
+        .find(|l| l.contains("exec medsynth"))
+        .expect("a medsynth command");
+    assert!(
+        command.contains(&format!("--shard \"${{JOB_COMPLETION_INDEX}}/{n}\"")),
+        "the shard is not JOB_COMPLETION_INDEX/{n}: {command}"
+    );
+    // The flags are the ones medsynth takes.
+    assert!(command.contains("--stage prepare") && command.contains(" run --root "));
+    for line in block.lines() {
+        assert!(!line.contains('\t'), "a tab in the YAML: {line:?}");
+    }
 }

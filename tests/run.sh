@@ -44,6 +44,17 @@ if [ ! -e /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ] && [ ! -e /usr/share/vul
         exit 1
     fi
 fi
+# Slurm and munge, for the test that runs a pipeline on a single-node cluster (Debian packages
+# slurm-wlm and munge; tests/slurm/cluster.sh starts the daemons on 127.0.0.1).
+if ! command -v slurmctld >/dev/null 2>&1 && [ ! -x /usr/sbin/slurmctld ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "tests/run.sh: installing Slurm and munge" >&2
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null
+    else
+        echo "tests/run.sh: Slurm is missing; install it (apt-get install slurm-wlm munge) and run again as root" >&2
+        exit 1
+    fi
+fi
 # On a machine without a GPU, wgpu's default adapter is lavapipe; where a GPU exists, keep the
 # comparison on lavapipe too, so the tolerances hold for the driver they were measured on.
 export CUBECL_WGPU_DEFAULT_DEVICE="${CUBECL_WGPU_DEFAULT_DEVICE:-Cpu}"

@@ -5,9 +5,11 @@ mod convert;
 mod devices;
 mod eval;
 mod inspect;
+mod merge;
 mod phantom;
 mod run;
 mod schema;
+mod slurm;
 mod validate;
 
 use std::process::ExitCode;
@@ -69,6 +71,8 @@ pub enum Command {
     Schema(schema::SchemaArgs),
     Phantom(phantom::PhantomArgs),
     Run(run::RunArgs),
+    Merge(merge::MergeArgs),
+    Slurm(slurm::SlurmArgs),
     Inspect(inspect::InspectArgs),
     Convert(convert::ConvertArgs),
     Eval(eval::EvalArgs),
@@ -120,6 +124,8 @@ pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Schema(a) => schema::run(a),
         Command::Phantom(a) => phantom::run(a),
         Command::Run(a) => run::run(a),
+        Command::Merge(a) => merge::run(a),
+        Command::Slurm(a) => slurm::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Convert(a) => convert::run(a),
         Command::Eval(a) => eval::run(a),

@@ -34,10 +34,21 @@ pub struct SliceSet {
 impl SliceSet {
     /// Reads the slices of `split` (every split when `None`) from the store at `dir`.
     pub fn load(dir: &Path, split: Option<&str>) -> Result<Self, StoreError> {
+        let what = format!("split {}", split.unwrap_or("(any)"));
+        Self::load_where(dir, &what, |r| split.is_none_or(|s| r.split == s))
+    }
+
+    /// Loads the slices whose manifest rows `keep` accepts; `what` describes them for the
+    /// error when there is none.
+    pub fn load_where(
+        dir: &Path,
+        what: &str,
+        keep: impl Fn(&ManifestRow) -> bool,
+    ) -> Result<Self, StoreError> {
         let manifest = dir.join("manifest.parquet");
         let rows: Vec<ManifestRow> = read_manifest(&manifest)?
             .into_iter()
-            .filter(|r| split.is_none_or(|s| r.split == s))
+            .filter(|r| keep(r))
             .collect();
         let mut shards: BTreeMap<&str, (Array4<f32>, Vec<String>)> = BTreeMap::new();
         for r in &rows {
@@ -48,7 +59,7 @@ impl SliceSet {
         let Some((first, channels)) = shards.values().next() else {
             return Err(StoreError::Invalid {
                 path: manifest,
-                what: format!("no slice in split {}", split.unwrap_or("(any)")),
+                what: format!("no slice in {what}"),
             });
         };
         let (c, h, w) = (first.shape()[1], first.shape()[2], first.shape()[3]);

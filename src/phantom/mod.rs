@@ -400,10 +400,23 @@ pub fn write_cohort(
     format: PhantomFormat,
     with_tissues: bool,
 ) -> Result<Vec<PathBuf>, PhantomError> {
-    let bar = Progress::new("phantom", "subjects", count as u64);
-    let results: Vec<Result<Vec<PathBuf>, PhantomError>> = (0..count)
-        .into_par_iter()
-        .map(|index| {
+    let indices: Vec<usize> = (0..count).collect();
+    write_subjects(cfg, &indices, dir, format, with_tissues)
+}
+
+/// Writes the cohort's subjects with these indices (a shard's part of it); each subject is
+/// the same as in the whole cohort.
+pub fn write_subjects(
+    cfg: &PhantomConfig,
+    indices: &[usize],
+    dir: &Path,
+    format: PhantomFormat,
+    with_tissues: bool,
+) -> Result<Vec<PathBuf>, PhantomError> {
+    let bar = Progress::new("phantom", "subjects", indices.len() as u64);
+    let results: Vec<Result<Vec<PathBuf>, PhantomError>> = indices
+        .par_iter()
+        .map(|&index| {
             let subject = generate(cfg, index);
             let written = write_subject(&subject, dir, format, with_tissues);
             tracing::debug!(subject = %subject.id, "phantom subject written");

@@ -18,6 +18,8 @@ pub struct Run {
     pub root: PathBuf,
     /// SHA-256 of the resolved pipeline file (every section, defaults filled in).
     pub config_hash: String,
+    /// Where this process writes: the run folder, or a shard's folder inside it.
+    out: PathBuf,
     provenance: Vec<ProvenanceRow>,
 }
 
@@ -55,17 +57,39 @@ impl Run {
     pub fn new(plan: Plan, root: &Path) -> Self {
         let resolved = toml::to_string(&plan.file).unwrap_or_default();
         let config_hash = hex(&Sha256::digest(resolved.as_bytes()));
+        let out = match plan.mode.shard() {
+            Some(shard) => shard.folder(&plan.run_dir),
+            None => plan.run_dir.clone(),
+        };
         Run {
             plan,
             root: root.to_owned(),
             config_hash,
+            out,
             provenance: Vec::new(),
         }
     }
 
-    /// The run folder.
+    /// Where this process writes its outputs: the run folder, or for a shard its folder
+    /// `RUN_DIR/shards/K-of-N`, laid out like the run folder.
     pub fn dir(&self) -> &Path {
+        &self.out
+    }
+
+    /// The run folder itself, shared by every shard (the slice store, phantom inputs and
+    /// checkpoints live here).
+    pub fn run_dir(&self) -> &Path {
         &self.plan.run_dir
+    }
+
+    /// The shard this process works on, if any.
+    pub fn shard(&self) -> Option<super::Shard> {
+        self.plan.mode.shard()
+    }
+
+    /// Whether `subject` is this process's to work on.
+    pub fn owns(&self, subject: &str) -> bool {
+        self.shard().is_none_or(|s| s.owns(subject))
     }
 
     /// A path of the pipeline file resolved against the run root.
@@ -77,6 +101,7 @@ impl Run {
     /// else as resolved against the run root.
     pub fn artifact_name(&self, path: &Path) -> String {
         path.strip_prefix(self.dir())
+            .or_else(|_| path.strip_prefix(self.run_dir()))
             .unwrap_or(path)
             .to_string_lossy()
             .replace('\\', "/")
@@ -119,6 +144,14 @@ impl Run {
     /// Drops the rows of artifacts `gone` names (files a stage rotated away).
     pub fn forget(&mut self, gone: impl Fn(&str) -> bool) {
         self.provenance.retain(|r| !gone(&r.artifact));
+    }
+
+    /// Adds rows recorded elsewhere (a shard's, the training job's), replacing rows of the
+    /// same artifacts.
+    pub fn adopt(&mut self, rows: impl IntoIterator<Item = ProvenanceRow>) {
+        for row in rows {
+            self.record(row);
+        }
     }
 
     /// Writes `provenance.parquet` with every row so far, and a row for itself is not kept

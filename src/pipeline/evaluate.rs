@@ -136,13 +136,26 @@ pub fn write_metrics(path: &Path, rows: &[MetricRow]) -> Result<(), crate::datas
 }
 
 /// Runs the stage on what synthesis wrote.
-pub fn run(
-    run: &mut Run,
-    store: &Store,
-    subjects: &Subjects,
-    synthesized: &Synthesized,
-) -> Result<Evaluation, RunError> {
-    let started = now_rfc3339();
+/// A scoring method: the model (`None`: its synthetic volumes) or a baseline.
+type Method = (String, Option<Box<dyn Generator>>);
+
+/// What scoring needs: the settings, the methods and both slice sets.
+struct Scoring {
+    file: crate::spec::PipelineFile,
+    section: crate::spec::EvaluateSection,
+    protocol: String,
+    /// Per-subject metrics, and set-level ones (FID, KID).
+    metrics: Vec<Metric>,
+    set_level: Vec<Metric>,
+    weights: Option<PathBuf>,
+    skipped: Vec<(String, String)>,
+    methods: Vec<Method>,
+    real_set: SliceSet,
+    fake_set: SliceSet,
+    variant: PathBuf,
+}
+
+fn scoring(run: &Run, store: &Store, synthesized: &Synthesized) -> Result<Scoring, RunError> {
     let file = run.plan.file.clone();
     let section = file.evaluate.clone().unwrap_or_default();
     let Some(model) = &file.model else {
@@ -176,7 +189,7 @@ pub fn run(
         SplitName::All => None,
         s => Some(s.as_str()),
     };
-    let real_set = SliceSet::load(&store.dir, split).map_err(|e| failed(&store.dir, e))?;
+    let real_set = store.load(split).map_err(|e| failed(&store.dir, e))?;
     let Some(variant) = synthesized.variants.first() else {
         return Err(RunError::Nothing {
             stage: Stage::Evaluate,
@@ -185,8 +198,9 @@ pub fn run(
     };
     let fake_set = SliceSet::load(variant, None).map_err(|e| failed(variant, e))?;
 
-    // The model, then the baselines (only for tasks with input modalities).
-    let mut methods: Vec<(String, Option<Box<dyn Generator>>)> = vec![(metric_method(model), None)];
+    // The model, then the baselines (only for tasks with input modalities), fitted on the
+    // whole training split (every shard's).
+    let mut methods: Vec<Method> = vec![(metric_method(model), None)];
     if model.task.uses_inputs() {
         let train = SliceSet::load(&store.dir, Some("train")).map_err(|e| failed(&store.dir, e))?;
         for target in model.target.iter() {
@@ -198,9 +212,63 @@ pub fn run(
             methods.push(("baseline-regression".into(), Some(Box::new(r))));
         }
     }
+    Ok(Scoring {
+        file,
+        section,
+        protocol,
+        metrics,
+        set_level,
+        weights,
+        skipped,
+        methods,
+        real_set,
+        fake_set,
+        variant: variant.clone(),
+    })
+}
 
-    let fakes = by_subject(&fake_set);
-    let reals = by_subject(&real_set);
+/// Runs the stage: every subject's scores, then (unless this is a shard, whose set-level
+/// scores `medsynth merge` computes over the whole cohort) FID and KID.
+pub fn run(
+    run: &mut Run,
+    store: &Store,
+    subjects: &Subjects,
+    synthesized: &Synthesized,
+) -> Result<Evaluation, RunError> {
+    let scoring = scoring(run, store, synthesized)?;
+    let rows = subject_rows(&scoring, subjects)?;
+    finish(run, store, scoring, rows)
+}
+
+/// The evaluation of a merged run: the shards' per-subject `rows`, plus the set-level scores
+/// over the whole cohort.
+pub fn merged(
+    run: &mut Run,
+    store: &Store,
+    synthesized: &Synthesized,
+    rows: Vec<MetricRow>,
+) -> Result<Evaluation, RunError> {
+    let scoring = scoring(run, store, synthesized)?;
+    finish(run, store, scoring, rows)
+}
+
+fn subject_rows(scoring: &Scoring, subjects: &Subjects) -> Result<Vec<MetricRow>, RunError> {
+    let Scoring {
+        file,
+        section,
+        protocol,
+        metrics,
+        methods,
+        real_set,
+        fake_set,
+        variant,
+        ..
+    } = scoring;
+    let Some(model) = &file.model else {
+        return Ok(Vec::new());
+    };
+    let fakes = by_subject(fake_set);
+    let reals = by_subject(real_set);
     let mut rows = Vec::new();
     for (subject, fake_rows) in &fakes {
         let Some(inputs) = subjects.usable.iter().find(|s| &s.id == subject) else {
@@ -226,17 +294,17 @@ pub fn run(
                 .frame(0)
                 .to_owned()
                 .into_dyn();
-            for (method, generator) in &methods {
+            for (method, generator) in methods {
                 let fake = match generator {
                     None => {
-                        let (data, described) = pick(&fake_set, fake_rows);
+                        let (data, described) = pick(fake_set, fake_rows);
                         to_original_grid(&data, &described, t, target)
                     }
                     Some(g) if g.targets().first().map(String::as_str) == Some(target) => {
                         let Some(rows) = reals.get(subject) else {
                             continue;
                         };
-                        let (data, described) = pick(&real_set, rows);
+                        let (data, described) = pick(real_set, rows);
                         g.generate(&data, &described, &vec![0; described.len()])
                             .and_then(|out| to_original_grid(&out, &described, 0, target))
                     }
@@ -259,7 +327,7 @@ pub fn run(
                     real.view(),
                     fake.view(),
                     label.as_ref().map(|l| l.view()),
-                    &metrics,
+                    metrics,
                     section.protocol,
                     section.data_range,
                 )
@@ -276,6 +344,44 @@ pub fn run(
             }
         }
     }
+    Ok(rows)
+}
+
+/// Adds the set-level scores (not in a shard), writes `metrics.parquet` and reads the runs
+/// `evaluate.compare` names.
+fn finish(
+    run: &mut Run,
+    store: &Store,
+    scoring: Scoring,
+    mut rows: Vec<MetricRow>,
+) -> Result<Evaluation, RunError> {
+    let started = now_rfc3339();
+    let Scoring {
+        file,
+        section,
+        set_level,
+        weights,
+        mut skipped,
+        methods,
+        real_set,
+        fake_set,
+        ..
+    } = scoring;
+    let Some(model) = &file.model else {
+        return Err(RunError::Nothing {
+            stage: Stage::Evaluate,
+            what: "[evaluate] needs a [model] section".into(),
+        });
+    };
+    if run.shard().is_some() {
+        for m in &set_level {
+            skipped.push((
+                metric_name(*m),
+                "set-level: computed over the whole cohort by medsynth merge".to_owned(),
+            ));
+        }
+    }
+    let weights = weights.filter(|_| run.shard().is_none());
     if let (Some(w), false) = (&weights, set_level.is_empty()) {
         // The run's device (train.device), as for training and synthesis.
         let kind = file.train.clone().unwrap_or_default().device;
@@ -333,7 +439,7 @@ pub fn run(
             }
         }
     }
-    if rows.is_empty() {
+    if rows.is_empty() && run.shard().is_none() {
         return Err(RunError::Nothing {
             stage: Stage::Evaluate,
             what: "no subject of the split has a real target to compare with".into(),
@@ -344,7 +450,11 @@ pub fn run(
     let row = run.row(Stage::Evaluate, "metrics", &path, "", &started)?;
     run.record(row);
     run.save_provenance()?;
-    let compared = compare(run, &section, &rows)?;
+    let compared = if run.shard().is_none() {
+        compare(run, &section, &rows)?
+    } else {
+        Vec::new()
+    };
     Ok(Evaluation {
         rows,
         path,

@@ -22,8 +22,13 @@ pub struct Skip {
 /// The subjects the input stage found.
 #[derive(Debug, Default)]
 pub struct Subjects {
+    /// The usable subjects this process works on (a shard's, or all).
     pub usable: Vec<SubjectInputs>,
+    /// Subjects left out, of those this process works on.
     pub skipped: Vec<Skip>,
+    /// Every usable subject of the cohort, whichever shard it belongs to: the splits and the
+    /// slice store's key are computed from these, the same in every shard.
+    pub cohort: Vec<String>,
 }
 
 /// The modalities a subject must have: `input.required`, else the model's inputs for tasks
@@ -41,10 +46,10 @@ fn required(run: &Run) -> Vec<String> {
 
 /// Generates the phantom cohort into `<run>/phantom` unless a previous run of the same
 /// settings already finished it.
-fn phantom_inputs(run: &mut Run) -> Result<PathBuf, RunError> {
+fn phantom_inputs(run: &mut Run) -> Result<(), RunError> {
     let started = now_rfc3339();
     let input = run.plan.file.input.phantom.clone().unwrap_or_default();
-    let dir = run.dir().join("phantom");
+    let dir = run.run_dir().join("phantom");
     let storage = AxisOrder::from_ras(&input.orientation).map_err(|e| {
         RunError::failed(
             Stage::Input,
@@ -60,12 +65,20 @@ fn phantom_inputs(run: &mut Run) -> Result<PathBuf, RunError> {
         storage,
         tilt_deg: input.tilt_deg,
     };
-    let marker = dir.join(".complete");
+    // A shard generates its own subjects only, and keeps its own marker.
+    let marker = dir.join(match run.shard() {
+        Some(shard) => format!(".complete-{shard}"),
+        None => ".complete".to_owned(),
+    });
     let settings = format!("{cfg:?} subjects={}", input.subjects);
+    let indices: Vec<usize> = (0..input.subjects as usize)
+        .filter(|&i| run.owns(&phantom::subject_id(i)))
+        .collect();
     let files: Vec<PathBuf> = if std::fs::read_to_string(&marker).is_ok_and(|s| s == settings) {
         tracing::info!(folder = %dir.display(), "phantom subjects already generated; reusing them");
-        (0..input.subjects as usize)
-            .flat_map(|i| {
+        indices
+            .iter()
+            .flat_map(|&i| {
                 let folder = dir.join(phantom::subject_id(i));
                 PHANTOM_MODALITIES
                     .iter()
@@ -77,14 +90,8 @@ fn phantom_inputs(run: &mut Run) -> Result<PathBuf, RunError> {
             .collect()
     } else {
         tracing::info!(subjects = input.subjects, shape = ?cfg.shape, spacing_mm = ?cfg.spacing_mm, orientation = %input.orientation, tilt_deg = ?cfg.tilt_deg, "generating phantom subjects");
-        let files = phantom::write_cohort(
-            &cfg,
-            input.subjects as usize,
-            &dir,
-            PhantomFormat::Nifti,
-            false,
-        )
-        .map_err(|e| RunError::failed(Stage::Input, &dir, e))?;
+        let files = phantom::write_subjects(&cfg, &indices, &dir, PhantomFormat::Nifti, false)
+            .map_err(|e| RunError::failed(Stage::Input, &dir, e))?;
         crate::volume::AtomicFile::write(&marker, settings.as_bytes())
             .map_err(|e| RunError::failed(Stage::Input, &marker, e))?;
         files
@@ -99,16 +106,26 @@ fn phantom_inputs(run: &mut Run) -> Result<PathBuf, RunError> {
         row.sources = format!("medsynth phantom seed {}", cfg.seed);
         run.record(row);
     }
-    Ok(dir)
+    Ok(())
 }
 
-/// Runs the input stage.
+/// Runs the input stage: generates phantom subjects when the file asks for them, then finds
+/// the subjects.
 pub fn run(run: &mut Run) -> Result<Subjects, RunError> {
+    if run.plan.file.input.format == InputFormat::Phantom {
+        phantom_inputs(run)?;
+    }
+    discover(run)
+}
+
+/// Finds the subjects of the `[input]` section (phantom subjects already generated) and sets
+/// aside those that lack what the pipeline needs.
+pub fn discover(run: &Run) -> Result<Subjects, RunError> {
     let file = run.plan.file.clone();
     let input = &file.input;
     let found = match input.format {
         InputFormat::Phantom => {
-            let dir = phantom_inputs(run)?;
+            let dir = run.run_dir().join("phantom");
             let templates = PHANTOM_MODALITIES
                 .iter()
                 .map(|m| (m.to_string(), format!("{{subject}}/{m}.nii.gz")))
@@ -138,7 +155,19 @@ pub fn run(run: &mut Run) -> Result<Subjects, RunError> {
         .is_some_and(|m| m.task == Task::LabelToImage);
     let root = run.resolve(input.root.as_deref().unwrap_or("."));
     let mut out = Subjects::default();
+    if input.format == InputFormat::Phantom {
+        let n = file
+            .input
+            .phantom
+            .as_ref()
+            .map_or(0, |p| p.subjects as usize);
+        out.cohort = (0..n).map(phantom::subject_id).collect();
+    }
     for subject in found {
+        let owned = run.owns(&subject.id);
+        if !owned && input.format == InputFormat::Phantom {
+            continue;
+        }
         let expected = |name: &str| -> String {
             match (input.format, input.modalities.get(name)) {
                 (InputFormat::Nifti, Some(t)) => format!(
@@ -181,6 +210,8 @@ pub fn run(run: &mut Run) -> Result<Subjects, RunError> {
             None
         };
         match reason {
+            Some(_) if !owned => {}
+            None if !owned => out.cohort.push(subject.id),
             Some(reason) => {
                 tracing::warn!(subject = %subject.id, "skipped: {reason}");
                 out.skipped.push(Skip {
@@ -193,11 +224,15 @@ pub fn run(run: &mut Run) -> Result<Subjects, RunError> {
                 if !subject.missing.is_empty() {
                     tracing::info!(subject = %subject.id, missing = ?subject.missing, "subject has missing modalities");
                 }
+                if input.format != InputFormat::Phantom {
+                    out.cohort.push(subject.id.clone());
+                }
                 out.usable.push(subject);
             }
         }
     }
-    if out.usable.is_empty() {
+    // A shard may own no usable subject; the cohort may not be empty.
+    if out.usable.is_empty() && (run.shard().is_none() || out.cohort.is_empty()) {
         return Err(RunError::Nothing {
             stage: Stage::Input,
             what: format!(
@@ -211,9 +246,11 @@ pub fn run(run: &mut Run) -> Result<Subjects, RunError> {
             ),
         });
     }
+    out.cohort.sort();
     tracing::info!(
         usable = out.usable.len(),
         skipped = out.skipped.len(),
+        cohort = out.cohort.len(),
         "subjects found"
     );
     Ok(out)

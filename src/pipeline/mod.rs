@@ -10,8 +10,10 @@ mod evaluate;
 mod export;
 mod input;
 pub mod lock;
+mod merge;
 mod preprocess;
 mod report;
+pub mod shard;
 mod synthesize;
 mod train;
 mod write;
@@ -23,11 +25,14 @@ pub use context::{Run, now_rfc3339, sha256_file};
 pub use evaluate::{Evaluation, MetricRow, metric_name, read_metrics, write_metrics};
 pub use export::{FILE_ENDING, NnunetExport, check_layout};
 pub use input::{Skip, Subjects};
+pub use merge::merge;
 pub use preprocess::{Store, channel_names};
+pub use shard::Shard;
 pub use synthesize::{Synthesized, clip_range, generator};
 pub use train::{device, diffusion_trainer};
 
 use crate::spec::{PipelineFile, WriteFormat};
+use shard::write_record;
 
 /// A stage of a run, in execution order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -44,6 +49,56 @@ pub enum Stage {
     Evaluate,
     /// Exports and the report (`[output]`).
     Output,
+}
+
+impl Stage {
+    /// The stage a name (as [`Stage`]'s `Display` writes it) stands for.
+    pub fn from_name(name: &str) -> Option<Stage> {
+        [
+            Stage::Input,
+            Stage::Preprocess,
+            Stage::Train,
+            Stage::Synthesize,
+            Stage::Evaluate,
+            Stage::Output,
+        ]
+        .into_iter()
+        .find(|s| s.to_string() == name)
+    }
+}
+
+/// Which per-subject stages a shard runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// Input and preprocessing.
+    Prepare,
+    /// Synthesis and evaluation (after the training job, when the file trains).
+    Apply,
+    /// Both: preprocessing, then synthesis and evaluation when the slice store has been
+    /// gathered (and the model trained), else stop after preprocessing.
+    All,
+}
+
+/// What this process does of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Every stage, in one process.
+    Whole,
+    /// The per-subject stages of one shard.
+    Shard(Shard, Part),
+    /// The training job of a run split into `shards`: gathers their slice stores into one and
+    /// trains (when the file has `[train]`).
+    Train { shards: usize },
+}
+
+impl Mode {
+    /// The shard, for shard processes.
+    pub fn shard(&self) -> Option<Shard> {
+        match self {
+            Mode::Shard(s, _) => Some(*s),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for Stage {
@@ -116,6 +171,7 @@ pub struct Plan {
     pub source: PathBuf,
     pub run_dir: PathBuf,
     pub stages: Vec<Stage>,
+    pub mode: Mode,
 }
 
 /// Plans a run of `file` (loaded from `source`) under `root`.
@@ -127,6 +183,7 @@ pub fn plan(file: PipelineFile, source: &Path, root: &Path) -> Result<Plan, RunE
         source: source.to_owned(),
         run_dir,
         stages,
+        mode: Mode::Whole,
     })
 }
 
@@ -144,6 +201,8 @@ pub struct Outcome {
     /// `report.html`, when `output.report` is on.
     pub report: Option<PathBuf>,
     pub provenance: PathBuf,
+    /// What to run next, for the parts of a sharded run.
+    pub next: Option<String>,
 }
 
 impl Outcome {
@@ -195,6 +254,7 @@ impl Outcome {
                 "test": n.test, "synthetic_channels": n.synthetic.len(), "skipped": skipped(&n.skipped)})),
             "report": self.report.as_deref().map(path),
             "provenance": path(&self.provenance),
+            "next": self.next,
         })
     }
 }
@@ -267,15 +327,30 @@ impl fmt::Display for Outcome {
         if let Some(r) = &self.report {
             writeln!(f, "report       {}", r.display())?;
         }
-        write!(f, "provenance   {}", self.provenance.display())
+        write!(f, "provenance   {}", self.provenance.display())?;
+        if let Some(next) = &self.next {
+            write!(f, "\nnext         {next}")?;
+        }
+        Ok(())
     }
 }
 
-/// Runs every stage of a plan, in order, resolving relative paths against `root`.
+/// Runs a plan, resolving relative paths against `root`: every stage (one process), a
+/// shard's per-subject stages, or a sharded run's training job.
 pub fn execute(plan: Plan, root: &Path) -> Result<Outcome, RunError> {
-    // Held until the run returns: one writer per run folder.
-    let _lock = lock::RunLock::acquire(&plan.run_dir)?;
-    let mut run = Run::new(plan, root);
+    match plan.mode {
+        Mode::Whole => whole(plan, root),
+        Mode::Shard(shard, part) => sharded(plan, root, shard, part),
+        Mode::Train { shards } => train_job(plan, root, shards),
+    }
+}
+
+/// Starts a run: locks the folder it writes and keeps the resolved pipeline file there.
+fn begin(plan: Plan, root: &Path) -> Result<(Run, lock::RunLock), RunError> {
+    let run = Run::new(plan, root);
+    // Held until the run returns: one writer per folder.
+    let lock = lock::RunLock::acquire(run.dir())?;
+    let mut run = run;
     let spec_copy = run.dir().join("pipeline.toml");
     let started = now_rfc3339();
     let text = toml::to_string(&run.plan.file)
@@ -284,7 +359,29 @@ pub fn execute(plan: Plan, root: &Path) -> Result<Outcome, RunError> {
         .map_err(|e| RunError::failed(Stage::Input, &spec_copy, e))?;
     let row = run.row(Stage::Input, "pipeline", &spec_copy, "", &started)?;
     run.record(row);
+    Ok((run, lock))
+}
 
+/// The checkpoint synthesis applies when the file does not train: `model.checkpoint`.
+fn given_checkpoint(run: &Run) -> Option<PathBuf> {
+    run.plan
+        .file
+        .model
+        .as_ref()
+        .and_then(|m| m.checkpoint.as_ref())
+        .map(|c| run.resolve(c))
+}
+
+fn no_model() -> RunError {
+    RunError::Nothing {
+        stage: Stage::Synthesize,
+        what: "no model to apply: add [train] or set model.checkpoint".into(),
+    }
+}
+
+/// Every stage in one process.
+fn whole(plan: Plan, root: &Path) -> Result<Outcome, RunError> {
+    let (mut run, _lock) = begin(plan, root)?;
     let subjects = input::run(&mut run)?;
     let mut skipped = subjects.skipped.clone();
     run.save_provenance()?;
@@ -294,27 +391,51 @@ pub fn execute(plan: Plan, root: &Path) -> Result<Outcome, RunError> {
     let checkpoint = if stages.contains(&Stage::Train) {
         Some(train::run(&mut run, &store)?)
     } else {
-        run.plan
-            .file
-            .model
-            .as_ref()
-            .and_then(|m| m.checkpoint.as_ref())
-            .map(|c| run.resolve(c))
+        given_checkpoint(&run)
     };
     let synthesized = match (stages.contains(&Stage::Synthesize), &checkpoint) {
         (true, Some(c)) => Some(synthesize::run(&mut run, &store, c)?),
-        (true, None) => {
-            return Err(RunError::Nothing {
-                stage: Stage::Synthesize,
-                what: "no model to apply: add [train] or set model.checkpoint".into(),
-            });
-        }
+        (true, None) => return Err(no_model()),
         (false, _) => None,
     };
     let evaluation = match (stages.contains(&Stage::Evaluate), &synthesized) {
         (true, Some(s)) => Some(evaluate::run(&mut run, &store, &subjects, s)?),
         _ => None,
     };
+    outputs(
+        run,
+        Produced {
+            store,
+            subjects,
+            skipped,
+            checkpoint,
+            synthesized,
+            evaluation,
+        },
+    )
+}
+
+/// What the stages before `[output]` produced.
+struct Produced {
+    store: Store,
+    subjects: Subjects,
+    skipped: Vec<Skip>,
+    checkpoint: Option<PathBuf>,
+    synthesized: Option<Synthesized>,
+    evaluation: Option<Evaluation>,
+}
+
+/// The cohort-wide outputs (the nnU-Net export and the report) and the provenance, for a
+/// whole run and for a merge.
+fn outputs(mut run: Run, p: Produced) -> Result<Outcome, RunError> {
+    let Produced {
+        store,
+        subjects,
+        mut skipped,
+        checkpoint,
+        synthesized,
+        evaluation,
+    } = p;
     let nnunet = if run.plan.file.output.formats.contains(&WriteFormat::Nnunet) {
         let variants = synthesized.as_ref().map_or(0, |s| s.variants.len());
         let export = export::run(&mut run, &store, &subjects, variants)?;
@@ -349,5 +470,160 @@ pub fn execute(plan: Plan, root: &Path) -> Result<Outcome, RunError> {
         nnunet,
         report,
         provenance,
+        next: None,
+    })
+}
+
+/// The per-subject stages of one shard.
+fn sharded(plan: Plan, root: &Path, shard: Shard, part: Part) -> Result<Outcome, RunError> {
+    let (mut run, _lock) = begin(plan, root)?;
+    let subjects = input::run(&mut run)?;
+    let mut skipped = subjects.skipped.clone();
+    run.save_provenance()?;
+    let store = preprocess::run(&mut run, &subjects, &mut skipped)?;
+    let record = shard::Prepared {
+        key: store.key.clone(),
+        store: store.dir.clone(),
+        channels: store.channels.clone(),
+        root: root.to_owned(),
+        root_absolute: std::path::absolute(root).unwrap_or_else(|_| root.to_owned()),
+        subjects: preprocess::subjects_of(&store.rows),
+        skipped: skipped.iter().map(shard::SkipRecord::from).collect(),
+    };
+    write_record(&run.dir().join(shard::PREPARED), &record, Stage::Preprocess)?;
+    run.save_provenance()?;
+    let source = run.plan.source.display().to_string();
+    let count = shard.count;
+    let train_next = format!(
+        "when every shard is prepared: medsynth run {source} --shards {count} --stage train"
+    );
+    let wants_model = run.plan.stages.contains(&Stage::Synthesize);
+    let mut outcome = Outcome {
+        run_dir: run.dir().to_owned(),
+        store,
+        skipped,
+        checkpoint: None,
+        synthesized: None,
+        evaluation: None,
+        nnunet: None,
+        report: None,
+        provenance: run.dir().join("provenance.parquet"),
+        next: None,
+    };
+    if part == Part::Prepare || !wants_model {
+        outcome.next = Some(if wants_model {
+            train_next
+        } else {
+            format!(
+                "when every shard is done: medsynth merge {}",
+                run.run_dir().display()
+            )
+        });
+        return Ok(outcome);
+    }
+    // Synthesis needs the gathered store (baselines fit on the whole training split) and the
+    // trained model.
+    if !outcome.store.manifest().is_file() {
+        if part == Part::All {
+            outcome.next = Some(train_next);
+            return Ok(outcome);
+        }
+        return Err(RunError::Nothing {
+            stage: Stage::Synthesize,
+            what: format!(
+                "the shards' slice stores are not gathered yet ({} is missing); {train_next}",
+                outcome.store.manifest().display()
+            ),
+        });
+    }
+    let checkpoint = if run.plan.stages.contains(&Stage::Train) {
+        let path = shard::shards_dir(run.run_dir()).join(shard::TRAINED);
+        let trained: shard::Trained = match shard::read_record(&path) {
+            Ok(t) => t,
+            Err(_) if part == Part::All => {
+                outcome.next = Some(train_next);
+                return Ok(outcome);
+            }
+            Err(e) => {
+                return Err(RunError::Nothing {
+                    stage: Stage::Synthesize,
+                    what: format!("the model is not trained yet ({e}); {train_next}"),
+                });
+            }
+        };
+        trained.checkpoint
+    } else {
+        given_checkpoint(&run).ok_or_else(no_model)?
+    };
+    // A shard may own no subject of the split synthesis or evaluation reads.
+    let has = |split: crate::spec::SplitName| {
+        outcome
+            .store
+            .rows
+            .iter()
+            .any(|r| split == crate::spec::SplitName::All || r.split == split.as_str())
+    };
+    let file = run.plan.file.clone();
+    let synthesized = match &file.synthesize {
+        Some(s) if has(s.split) => Some(synthesize::run(&mut run, &outcome.store, &checkpoint)?),
+        _ => None,
+    };
+    let evaluation = match (&file.evaluate, &synthesized) {
+        (Some(e), Some(s)) if has(e.split) => {
+            Some(evaluate::run(&mut run, &outcome.store, &subjects, s)?)
+        }
+        _ => None,
+    };
+    write_record(
+        &run.dir().join(shard::APPLIED),
+        &shard::Applied {
+            checkpoint: checkpoint.clone(),
+            subjects: preprocess::subjects_of(&outcome.store.rows),
+        },
+        Stage::Synthesize,
+    )?;
+    outcome.provenance = run.save_provenance()?;
+    outcome.checkpoint = Some(checkpoint);
+    outcome.synthesized = synthesized;
+    outcome.evaluation = evaluation;
+    outcome.next = Some(format!(
+        "when every shard is done: medsynth merge {}",
+        run.run_dir().display()
+    ));
+    Ok(outcome)
+}
+
+/// The training job of a sharded run: gathers the shards' slice stores and trains.
+fn train_job(plan: Plan, root: &Path, shards: usize) -> Result<Outcome, RunError> {
+    let (mut run, _lock) = begin(plan, root)?;
+    let (store, skipped) = preprocess::gather(&mut run, shards)?;
+    let checkpoint = if run.plan.stages.contains(&Stage::Train) {
+        let checkpoint = train::run(&mut run, &store)?;
+        write_record(
+            &shard::shards_dir(run.run_dir()).join(shard::TRAINED),
+            &shard::Trained {
+                checkpoint: checkpoint.clone(),
+            },
+            Stage::Train,
+        )?;
+        Some(checkpoint)
+    } else {
+        None
+    };
+    let provenance = run.save_provenance()?;
+    let source = run.plan.source.display().to_string();
+    Ok(Outcome {
+        run_dir: run.dir().to_owned(),
+        store,
+        skipped,
+        checkpoint,
+        synthesized: None,
+        evaluation: None,
+        nnunet: None,
+        report: None,
+        provenance,
+        next: Some(format!(
+            "then every shard: medsynth run {source} --shard K/{shards} --stage apply"
+        )),
     })
 }

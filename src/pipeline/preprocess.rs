@@ -3,7 +3,7 @@
 //! then `manifest.parquet` last). A store whose manifest exists is complete and is reused; a
 //! store left half-written by an interrupted run is resumed subject by subject.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use ndarray::{Array4, Axis};
@@ -12,7 +12,7 @@ use rayon::prelude::*;
 use super::context::{Run, now_rfc3339, sha256_file};
 use super::input::{Skip, Subjects};
 use super::{RunError, Stage};
-use crate::dataset::{ManifestRow, read_manifest, write_manifest, write_shard};
+use crate::dataset::{ManifestRow, SliceSet, StoreError, write_manifest, write_shard};
 use crate::preprocess::{
     LABEL, Prepared, SubjectInputs, assign_splits, cache_key, cut_slices, prepare, read_split_list,
     voxel_axis,
@@ -31,6 +31,9 @@ pub struct Store {
     pub rows: Vec<ManifestRow>,
     /// Whether a complete store from an earlier run was used as it was.
     pub reused: bool,
+    /// A shard's subjects: the stages of a shard see only these, though the store holds the
+    /// whole cohort.
+    pub only: Option<BTreeSet<String>>,
 }
 
 impl Store {
@@ -38,6 +41,31 @@ impl Store {
     pub fn manifest(&self) -> PathBuf {
         self.dir.join("manifest.parquet")
     }
+
+    /// The slices of `split` (all when `None`) of the subjects this process works on.
+    pub fn load(&self, split: Option<&str>) -> Result<SliceSet, StoreError> {
+        let what = match (split, &self.only) {
+            (Some(s), Some(_)) => format!("split {s} of this shard's subjects"),
+            (Some(s), None) => format!("split {s}"),
+            (None, Some(_)) => "this shard's subjects".to_owned(),
+            (None, None) => "split (any)".to_owned(),
+        };
+        SliceSet::load_where(&self.dir, &what, |r| {
+            split.is_none_or(|s| r.split == s)
+                && self.only.as_ref().is_none_or(|o| o.contains(&r.subject))
+        })
+    }
+}
+
+/// The subjects of manifest rows, sorted, each once.
+pub fn subjects_of(rows: &[ManifestRow]) -> Vec<String> {
+    let set: BTreeSet<&str> = rows.iter().map(|r| r.subject.as_str()).collect();
+    set.into_iter().map(str::to_owned).collect()
+}
+
+/// Where a subject's manifest rows are kept in a store.
+fn rows_file(store: &Path, id: &str) -> PathBuf {
+    store.join("subjects").join(format!("{id}.json"))
 }
 
 /// The store's channel names: each modality with its context planes (`t1@-1`, `t1`,
@@ -97,7 +125,7 @@ impl Job<'_> {
     }
 
     fn rows_file(&self, id: &str) -> PathBuf {
-        self.dir.join("subjects").join(format!("{id}.json"))
+        rows_file(self.dir, id)
     }
 
     fn exports(&self, id: &str, names: impl Iterator<Item = String>) -> Vec<PathBuf> {
@@ -115,10 +143,19 @@ impl Job<'_> {
             .collect()
     }
 
-    /// The subject's results from an earlier, interrupted run, if all of them are there.
-    fn resume(&self, subject: &SubjectInputs) -> Option<Done> {
+    /// The subject's results from an earlier run, if all of them are there and were made from
+    /// inputs with these digests.
+    fn resume(&self, subject: &SubjectInputs, digests: &[String]) -> Option<Done> {
         let text = std::fs::read_to_string(self.rows_file(&subject.id)).ok()?;
         let rows: Vec<ManifestRow> = serde_json::from_str(&text).ok()?;
+        let mut recorded: Vec<&str> = rows.first()?.source_sha256.split(',').collect();
+        let mut fresh: Vec<&str> = digests.iter().map(String::as_str).collect();
+        recorded.sort_unstable();
+        fresh.sort_unstable();
+        if recorded != fresh {
+            tracing::info!(subject = %subject.id, "inputs changed since the store was built; preprocessing again");
+            return None;
+        }
         let shard = self.shard(&subject.id);
         let exported = self.exports(&subject.id, volume_names(subject).into_iter());
         (shard.is_file() && exported.iter().all(|p| p.exists())).then(|| Done {
@@ -334,13 +371,13 @@ fn sources(subject: &SubjectInputs) -> Vec<PathBuf> {
 /// are skipped), else drawn from the seed.
 fn splits(
     run: &Run,
+    cohort: &[String],
     subjects: &[SubjectInputs],
     skipped: &mut Vec<Skip>,
 ) -> Result<BTreeMap<String, SplitName>, RunError> {
     let section = &run.plan.file.preprocess.split;
     let Some(list) = &section.list else {
-        let ids: Vec<String> = subjects.iter().map(|s| s.id.clone()).collect();
-        return Ok(assign_splits(&ids, section, run.plan.file.pipeline.seed));
+        return Ok(assign_splits(cohort, section, run.plan.file.pipeline.seed));
     };
     let path = run.resolve(list);
     let listed =
@@ -358,45 +395,52 @@ fn splits(
 }
 
 /// Runs the preprocess stage on `subjects`; subjects that fail are added to `skipped`.
+///
+/// The store's key comes from the settings, the seed and the cohort (every usable subject,
+/// and the split list), so every shard of a run computes the same one; each subject's rows
+/// record its inputs' digests, and a subject whose inputs changed is preprocessed again.
+/// A shard writes its subjects' files but not the manifest, which [`gather`] writes once
+/// every shard is done.
 pub fn run(run: &mut Run, subjects: &Subjects, skipped: &mut Vec<Skip>) -> Result<Store, RunError> {
     let started = now_rfc3339();
     let file = run.plan.file.clone();
     let section = &file.preprocess;
 
-    // The key: settings, seed, every input's digest (and the split list's).
     let bar = progress(subjects.usable.len(), "hashing");
-    let digests: Vec<Result<Vec<Input>, (String, String)>> = subjects
+    // Each subject's input digests, or (subject, why not).
+    type Digests = Result<(String, Vec<String>), (String, String)>;
+    let digests: Vec<Digests> = subjects
         .usable
         .par_iter()
         .map(|s| {
             let mut out = Vec::new();
-            for (m, src) in &s.modalities {
+            for src in s.modalities.values() {
                 let sha = src.digest().map_err(|e| {
                     (
                         s.id.clone(),
                         format!("cannot read {}: {e}", src.path().display()),
                     )
                 })?;
-                out.push((s.id.clone(), m.clone(), sha));
+                out.push(sha);
             }
             if let Some(l) = &s.label {
                 let sha = sha256_file(l)
                     .map_err(|e| (s.id.clone(), format!("cannot read {}: {e}", l.display())))?;
-                out.push((s.id.clone(), LABEL.to_owned(), sha));
+                out.push(sha);
             }
             bar.inc(1);
-            Ok(out)
+            Ok((s.id.clone(), out))
         })
         .collect();
     bar.finish();
-    let mut inputs = Vec::new();
-    let mut unreadable = Vec::new();
+    let mut digest_of: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for d in digests {
         match d {
-            Ok(v) => inputs.extend(v),
+            Ok((subject, v)) => {
+                digest_of.insert(subject, v);
+            }
             Err((subject, reason)) => {
                 tracing::warn!(%subject, "skipped: {reason}");
-                unreadable.push(subject.clone());
                 skipped.push(Skip {
                     subject,
                     stage: Stage::Preprocess,
@@ -405,6 +449,11 @@ pub fn run(run: &mut Run, subjects: &Subjects, skipped: &mut Vec<Skip>) -> Resul
             }
         }
     }
+    let mut inputs: Vec<Input> = subjects
+        .cohort
+        .iter()
+        .map(|id| (id.clone(), "subject".to_owned(), String::new()))
+        .collect();
     if let Some(list) = &section.split.list {
         let path = run.resolve(list);
         let sha = sha256_file(&path).map_err(|e| RunError::failed(Stage::Preprocess, &path, e))?;
@@ -413,7 +462,7 @@ pub fn run(run: &mut Run, subjects: &Subjects, skipped: &mut Vec<Skip>) -> Resul
     let key = cache_key(section, file.pipeline.seed, &inputs);
     let dir = match &section.cache {
         Some(cache) => run.resolve(cache).join(&key),
-        None => run.dir().join("slices").join(&key),
+        None => run.run_dir().join("slices").join(&key),
     };
     let modalities = file.declared_modalities();
     let channels = channel_names(
@@ -422,13 +471,7 @@ pub fn run(run: &mut Run, subjects: &Subjects, skipped: &mut Vec<Skip>) -> Resul
         file.has_label(),
     );
 
-    let usable: Vec<&SubjectInputs> = subjects
-        .usable
-        .iter()
-        .filter(|s| !unreadable.contains(&s.id))
-        .collect();
-    let owned: Vec<SubjectInputs> = usable.iter().map(|s| (*s).clone()).collect();
-    let split_of = splits(run, &owned, skipped)?;
+    let split_of = splits(run, &subjects.cohort, &subjects.usable, skipped)?;
     let export = file.model.is_none().then(|| {
         let formats: Vec<WriteFormat> = file
             .output
@@ -450,67 +493,36 @@ pub fn run(run: &mut Run, subjects: &Subjects, skipped: &mut Vec<Skip>) -> Resul
         has_label: file.has_label(),
         export,
     };
-    let todo: Vec<(&SubjectInputs, SplitName)> = usable
+    let todo: Vec<(&SubjectInputs, SplitName, &[String])> = subjects
+        .usable
         .iter()
-        .filter_map(|s| split_of.get(&s.id).map(|sp| (*s, *sp)))
+        .filter_map(|s| {
+            let digests = digest_of.get(&s.id)?;
+            split_of.get(&s.id).map(|sp| (s, *sp, digests.as_slice()))
+        })
         .collect();
-    // A manifest is written last, so its presence means every shard is there; exports of a
-    // run without a model may still be missing (another run folder sharing the cache).
-    let complete = manifest.is_file()
-        && todo.iter().all(|(s, _)| {
-            job.exports(&s.id, volume_names(s).into_iter())
-                .iter()
-                .all(|p| p.exists())
-        });
-    let (done, reused): (Vec<Outcome>, bool) = if complete {
-        let rows = read_manifest(&manifest)
-            .map_err(|e| RunError::failed(Stage::Preprocess, &manifest, e))?;
-        tracing::info!(store = %dir.display(), slices = rows.len(), "reusing the slice store built earlier with the same inputs and settings (key {key})");
-        let mut by_subject: BTreeMap<String, Vec<ManifestRow>> = BTreeMap::new();
-        for r in rows {
-            by_subject.entry(r.subject.clone()).or_default().push(r);
-        }
-        let done = todo
-            .iter()
-            .filter_map(|(s, _)| {
-                by_subject.remove(&s.id).map(|rows| {
-                    (
-                        s.id.clone(),
-                        Ok(Done {
-                            rows,
-                            shard: job.shard(&s.id),
-                            sources: sources(s),
-                            exported: job.exports(&s.id, volume_names(s).into_iter()),
-                        }),
-                    )
-                })
-            })
-            .collect();
-        (done, true)
-    } else {
-        tracing::info!(store = %dir.display(), subjects = todo.len(), "building the slice store (key {key})");
-        let bar = progress(todo.len(), "preprocessing");
-        let done = todo
-            .par_iter()
-            .map(|(s, split)| {
-                let result = match job.resume(s) {
-                    Some(done) => {
-                        tracing::debug!(subject = %s.id, "already preprocessed; resuming after it");
-                        Ok(done)
-                    }
-                    None => job.work(s, *split),
-                };
-                bar.inc(1);
-                (s.id.clone(), result)
-            })
-            .collect();
-        bar.finish();
-        (done, false)
-    };
+    tracing::info!(store = %dir.display(), subjects = todo.len(), "slice store (key {key})");
+    let bar = progress(todo.len(), "preprocessing");
+    let done: Vec<(Outcome, bool)> = todo
+        .par_iter()
+        .map(|(s, split, digests)| {
+            let result = match job.resume(s, digests) {
+                Some(done) => {
+                    tracing::debug!(subject = %s.id, "already preprocessed; reusing it");
+                    (Ok(done), false)
+                }
+                None => (job.work(s, *split), true),
+            };
+            bar.inc(1);
+            ((s.id.clone(), result.0), result.1)
+        })
+        .collect();
+    bar.finish();
+    let worked = done.iter().filter(|(_, w)| *w).count();
 
     let mut rows = Vec::new();
     let mut written = Vec::new();
-    for (subject, result) in done {
+    for ((subject, result), _) in done {
         match result {
             Ok(d) => {
                 rows.extend(d.rows);
@@ -526,16 +538,24 @@ pub fn run(run: &mut Run, subjects: &Subjects, skipped: &mut Vec<Skip>) -> Resul
             }
         }
     }
-    if rows.is_empty() {
+    if rows.is_empty() && (run.shard().is_none() || !todo.is_empty()) {
         return Err(RunError::Nothing {
             stage: Stage::Preprocess,
             what: "no subject gave any slice".to_owned(),
         });
     }
     rows.sort_by(|a, b| (&a.subject, a.slice_index).cmp(&(&b.subject, b.slice_index)));
-    if !reused {
-        write_manifest(&manifest, &rows)
-            .map_err(|e| RunError::failed(Stage::Preprocess, &manifest, e))?;
+    let reused = worked == 0 && manifest.is_file();
+    match run.shard() {
+        // A shard that changed the store makes its manifest stale until the next gather.
+        Some(_) if worked > 0 && manifest.is_file() => std::fs::remove_file(&manifest)
+            .map_err(|e| RunError::failed(Stage::Preprocess, &manifest, e))?,
+        Some(_) => {}
+        None if reused => {
+            tracing::info!(store = %dir.display(), slices = rows.len(), "reusing the slice store built earlier with the same inputs and settings")
+        }
+        None => write_manifest(&manifest, &rows)
+            .map_err(|e| RunError::failed(Stage::Preprocess, &manifest, e))?,
     }
 
     for (subject, shard, srcs, exported) in written {
@@ -559,15 +579,66 @@ pub fn run(run: &mut Run, subjects: &Subjects, skipped: &mut Vec<Skip>) -> Resul
             }
         }
     }
-    let row = run.row(Stage::Preprocess, "manifest", &manifest, "", &started)?;
-    run.record(row);
+    let only = run
+        .shard()
+        .map(|_| subjects_of(&rows).into_iter().collect());
+    if run.shard().is_none() {
+        let row = run.row(Stage::Preprocess, "manifest", &manifest, "", &started)?;
+        run.record(row);
+    }
     Ok(Store {
         dir,
         key,
         channels,
         rows,
         reused,
+        only,
     })
+}
+
+/// Gathers the slice stores of a run's `count` shards into one: checks that every shard has
+/// finished preprocessing, reads each subject's rows and writes the store's manifest (unless
+/// a gather already wrote it and no shard changed the store since). Returns the store and the
+/// subjects the shards left out.
+pub fn gather(run: &mut Run, count: usize) -> Result<(Store, Vec<Skip>), RunError> {
+    let started = now_rfc3339();
+    let prepared = super::shard::prepared(run.run_dir(), count)?;
+    let first = &prepared[0];
+    let dir = first.store.clone();
+    let manifest = dir.join("manifest.parquet");
+    let mut rows = Vec::new();
+    let mut skipped = Vec::new();
+    for p in &prepared {
+        skipped.extend(p.skipped.iter().map(|s| s.to_skip()));
+        for id in &p.subjects {
+            let path = rows_file(&dir, id);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| RunError::failed(Stage::Preprocess, &path, e))?;
+            let r: Vec<ManifestRow> = serde_json::from_str(&text)
+                .map_err(|e| RunError::failed(Stage::Preprocess, &path, e))?;
+            rows.extend(r);
+        }
+    }
+    rows.sort_by(|a, b| (&a.subject, a.slice_index).cmp(&(&b.subject, b.slice_index)));
+    let reused = manifest.is_file();
+    if !reused {
+        write_manifest(&manifest, &rows)
+            .map_err(|e| RunError::failed(Stage::Preprocess, &manifest, e))?;
+    }
+    tracing::info!(store = %dir.display(), shards = count, subjects = subjects_of(&rows).len(), slices = rows.len(), "gathered the shards' slice stores");
+    let row = run.row(Stage::Preprocess, "manifest", &manifest, "", &started)?;
+    run.record(row);
+    Ok((
+        Store {
+            dir,
+            key: first.key.clone(),
+            channels: first.channels.clone(),
+            rows,
+            reused,
+            only: None,
+        },
+        skipped,
+    ))
 }
 
 fn progress(len: usize, what: &str) -> Progress {

@@ -160,7 +160,7 @@ pub fn run(run: &mut Run, store: &Store, checkpoint: &Path) -> Result<Synthesize
         SplitName::All => None,
         s => Some(s.as_str()),
     };
-    let set = SliceSet::load(&store.dir, split).map_err(|e| failed(&store.dir, e))?;
+    let set = store.load(split).map_err(|e| failed(&store.dir, e))?;
     let generator = generator(&file, &set, checkpoint, run.dir())?;
     let checkpoint_sha = sha256_file(&checkpoint.join("ema.bpk")).unwrap_or_default();
     let targets = generator.targets();

@@ -54,8 +54,10 @@ pub fn assign(subjects: &[String], config: &SplitConfig, seed: u64) -> BTreeMap<
 }
 
 /// The key of a preprocessed dataset: a hash of what produced it (the preprocessing section,
-/// the run's seed, which draws the splits, and each input file's identity), so a re-run with
-/// the same inputs and settings finds it and any changed setting or input makes a new one.
+/// the run's seed, which draws the splits, and the cohort's identity: its subjects and a split
+/// list's digest), so a re-run with the same cohort and settings finds it and any changed
+/// setting or subject makes a new one. It needs no input's content, so every shard of a run
+/// computes it alone; the store checks each subject's input digests instead.
 /// `inputs` are (subject, modality, SHA-256).
 pub fn cache_key(
     config: &crate::spec::PreprocessSection,
@@ -66,7 +68,7 @@ pub fn cache_key(
     sorted.sort();
     let mut h = Sha256::new();
     // Bump when the meaning of a preprocessing step changes, to invalidate old stores.
-    h.update(b"medsynth-preprocess-v1\0");
+    h.update(b"medsynth-preprocess-v2\0");
     h.update(serde_json::to_vec(config).unwrap_or_default());
     h.update(seed.to_le_bytes());
     for (subject, modality, sha) in sorted {

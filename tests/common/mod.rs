@@ -198,3 +198,4 @@ pub fn ssim_per_slice(
         })
         .collect()
 }
+pub mod runs;

@@ -1,0 +1,208 @@
+//! Comparing two run folders: what a sharded run merged against what one process wrote.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// A small pipeline that trains, synthesizes, evaluates and exports, on 7 phantom subjects
+/// stored LPS, tilted and anisotropic: the run the sharding tests split.
+pub const PIPELINE: &str = r#"
+[pipeline]
+name = "shards"
+seed = 11
+
+[input]
+format = "phantom"
+phantom = { subjects = 7, shape = [40, 44, 30], spacing_mm = [5.0, 4.5, 6.0], orientation = "LPS", tilt_deg = [0.0, 12.0, 0.0] }
+
+[preprocess]
+size = [32, 32]
+crop_margin_vox = 1
+slices = { axis = "axial", min_foreground = 0.2 }
+split = { train = 0.5, val = 0.15, test = 0.35 }
+
+[model]
+kind = "diffusion"
+task = "missing-modality"
+inputs = ["t1"]
+target = "t2"
+unet = { base_channels = 8, channel_mult = [1, 2], res_blocks = 1, groups = 4 }
+attention = { kind = "mhsa", resolutions = [16], heads = 2 }
+diffusion = { timesteps = 50 }
+
+[train]
+epochs = 1
+batch_size = 4
+checkpoint_every = 1000
+
+[synthesize]
+split = "test"
+sampler = { kind = "ddim", steps = 2 }
+
+[evaluate]
+metrics = ["ssim", "psnr", "mae"]
+
+[output]
+formats = ["nifti", "nnunet"]
+nnunet = { id = 7, name = "Shards" }
+report = true
+"#;
+
+/// Every file under `dir` except the shards' own folders, the Slurm scripts and job logs, and
+/// hidden files (markers, locks), by path relative to `dir`.
+fn files(dir: &Path) -> BTreeMap<PathBuf, PathBuf> {
+    fn walk(top: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let path = e.path();
+            let rel = path.strip_prefix(top).unwrap().to_owned();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || rel == Path::new("shards") || rel == Path::new("slurm") {
+                continue;
+            }
+            if e.file_type().unwrap().is_dir() {
+                walk(top, &path, out);
+            } else {
+                out.insert(rel, path);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// A parquet table as sorted rows of `column=value` strings, without `skip_columns`; rows
+/// whose `kind` is in `digest_free_kinds` also lose their `sha256`. Input paths in `sources`
+/// are made relative to the run root `root` (one run may have been given it as `.`, another
+/// as an absolute path).
+fn table(
+    path: &Path,
+    root: &Path,
+    skip_columns: &[&str],
+    digest_free_kinds: &[&str],
+) -> Vec<String> {
+    let root = format!("{}/", root.display());
+    let df = medsynth::dataset::read_parquet(path).unwrap();
+    let names: Vec<String> = df
+        .get_column_names()
+        .iter()
+        .map(|n| n.to_string())
+        .filter(|n| !skip_columns.contains(&n.as_str()))
+        .collect();
+    let mut rows = Vec::new();
+    for i in 0..df.height() {
+        let kind = df
+            .column("kind")
+            .ok()
+            .map(|c| c.get(i).unwrap().to_string().trim_matches('"').to_owned());
+        let free = kind.is_some_and(|k| digest_free_kinds.contains(&k.as_str()));
+        let row: Vec<String> = names
+            .iter()
+            .filter(|n| !(free && n.as_str() == "sha256"))
+            .map(|n| {
+                let value = df.column(n).unwrap().get(i).unwrap().to_string();
+                let value = if n == "sources" {
+                    value
+                        .replace(&root, "")
+                        .replace("\"./", "\"")
+                        .replace(";./", ";")
+                } else {
+                    value
+                };
+                format!("{n}={value}")
+            })
+            .collect();
+        rows.push(row.join(" | "));
+    }
+    rows.sort();
+    rows
+}
+
+/// The tensor bytes of a safetensors file (its header, which names the checkpoint, left out).
+fn tensor_bytes(bytes: &[u8]) -> &[u8] {
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    &bytes[8 + n..]
+}
+
+/// Asserts that the run folders `a` and `b` hold the same files: byte-equal volumes and
+/// exports, equal tables after sorting, equal tensors in the slice files.
+///
+/// Left out, because they differ between two single-process runs of the same file too:
+/// timestamps and training speed (so the training log's digest); the checkpoints' bytes and the digests that follow from
+/// them (burn gives every parameter a random id, which is saved with the weights); and the
+/// report's text, which prints those digests (its pictures are compared).
+pub fn assert_same_run(a: &Path, b: &Path) {
+    let (fa, fb) = (files(a), files(b));
+    let (ka, kb): (BTreeSet<&PathBuf>, BTreeSet<&PathBuf>) =
+        (fa.keys().collect(), fb.keys().collect());
+    assert_eq!(
+        ka,
+        kb,
+        "different files: only in {}: {:?}; only in {}: {:?}",
+        a.display(),
+        ka.difference(&kb).collect::<Vec<_>>(),
+        b.display(),
+        kb.difference(&ka).collect::<Vec<_>>()
+    );
+    let mut compared = 0;
+    for (rel, pa) in &fa {
+        let pb = &fb[rel];
+        let name = rel.to_string_lossy();
+        let in_checkpoints = rel.starts_with("checkpoints");
+        if in_checkpoints && !name.ends_with("state.json") || name.starts_with("report.") {
+            continue;
+        }
+        if name.ends_with(".parquet") {
+            let skip = ["started", "finished", "steps_per_s", "checkpoint_sha256"];
+            let free = ["checkpoint", "synthetic-slices", "train-log", "report"];
+            let root = |run: &Path| run.parent().and_then(Path::parent).unwrap().to_owned();
+            let (ta, tb) = (
+                table(pa, &root(a), &skip, &free),
+                table(pb, &root(b), &skip, &free),
+            );
+            if ta != tb {
+                let count = |t: &[String]| {
+                    let mut m: BTreeMap<String, usize> = BTreeMap::new();
+                    for r in t {
+                        *m.entry(r.clone()).or_default() += 1;
+                    }
+                    m.into_iter()
+                        .map(|(r, n)| format!("{n}x {r}"))
+                        .collect::<BTreeSet<String>>()
+                };
+                let (sa, sb) = (count(&ta), count(&tb));
+                panic!(
+                    "{name} differs ({} and {} rows)\nonly in {}:\n{:#?}\nonly in {}:\n{:#?}",
+                    ta.len(),
+                    tb.len(),
+                    a.display(),
+                    sa.difference(&sb).take(4).collect::<Vec<_>>(),
+                    b.display(),
+                    sb.difference(&sa).take(4).collect::<Vec<_>>()
+                );
+            }
+        } else {
+            let (x, y) = (std::fs::read(pa).unwrap(), std::fs::read(pb).unwrap());
+            if name.ends_with(".safetensors") {
+                assert!(
+                    tensor_bytes(&x) == tensor_bytes(&y),
+                    "{name}: different tensors"
+                );
+            } else if name.ends_with("state.json") {
+                // Wall-clock fields aside, the training state is the same.
+                let strip = |v: &[u8]| {
+                    let mut j: serde_json::Value = serde_json::from_slice(v).unwrap();
+                    if let Some(o) = j.as_object_mut() {
+                        o.retain(|k, _| !k.contains("time") && !k.contains("per_s"));
+                    }
+                    j
+                };
+                assert_eq!(strip(&x), strip(&y), "{name} differs");
+            } else {
+                assert!(x == y, "{name}: different bytes");
+            }
+        }
+        compared += 1;
+    }
+    assert!(compared > 10, "only {compared} files compared");
+}
