@@ -251,6 +251,18 @@ fn training_and_synthesis_write_checkpoints_and_synthetic_slices_and_resume() {
         );
     }
     assert_eq!(html.matches("data:image/png;base64,").count(), linked.len());
+    // Synthesis wrote the attention maps the report draws: three slices per subject.
+    let maps: Vec<std::path::PathBuf> = std::fs::read_dir(run_dir.join("synth/attention"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(!maps.is_empty());
+    for path in &maps {
+        let (t, channels) = medsynth::dataset::read_shard(path).unwrap();
+        assert_eq!(t.shape()[..2], [3, 1], "{}", path.display());
+        assert_eq!(channels, ["attention"]);
+        assert!(t.iter().all(|v| v.is_finite() && *v >= 0.0));
+    }
     for section in [
         "Training",
         "Metrics",

@@ -6,30 +6,28 @@
 //! error that names it.
 
 mod context;
-mod evaluate;
-mod export;
-mod input;
+mod handoff;
 pub mod lock;
 mod merge;
-mod preprocess;
-mod report;
+mod model;
 pub mod shard;
-mod synthesize;
-mod train;
+mod stages;
 mod write;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use context::{Run, now_rfc3339, sha256_file};
-pub use evaluate::{Evaluation, MetricRow, metric_name, read_metrics, write_metrics};
-pub use export::{FILE_ENDING, NnunetExport, check_layout};
-pub use input::{Skip, Subjects};
+pub use handoff::{
+    Evaluation, MetricRow, NnunetExport, Skip, Store, Subjects, Synthesized, counts, metric_name,
+};
 pub use merge::merge;
-pub use preprocess::{Store, channel_names};
+pub use model::{clip_range, device, diffusion_trainer, generator};
 pub use shard::Shard;
-pub use synthesize::{Synthesized, clip_range, generator};
-pub use train::{device, diffusion_trainer};
+pub use stages::evaluate::{read_metrics, write_metrics};
+pub use stages::export::{FILE_ENDING, check_layout};
+pub use stages::preprocess::channel_names;
+use stages::{evaluate, export, input, preprocess, report, synthesize, train};
 
 use crate::spec::{PipelineFile, WriteFormat};
 use shard::write_record;
@@ -211,13 +209,12 @@ impl Outcome {
     pub fn summary_json(&self) -> serde_json::Value {
         use serde_json::json;
         let path = |p: &Path| p.display().to_string();
-        let splits: serde_json::Map<String, serde_json::Value> =
-            preprocess::counts(&self.store.rows)
-                .into_iter()
-                .map(|(split, (subjects, slices))| {
-                    (split, json!({"subjects": subjects, "slices": slices}))
-                })
-                .collect();
+        let splits: serde_json::Map<String, serde_json::Value> = counts(&self.store.rows)
+            .into_iter()
+            .map(|(split, (subjects, slices))| {
+                (split, json!({"subjects": subjects, "slices": slices}))
+            })
+            .collect();
         let skipped = |s: &[Skip]| -> Vec<serde_json::Value> {
             s.iter()
                 .map(|s| json!({"subject": s.subject, "stage": s.stage.to_string(), "reason": s.reason}))
@@ -270,7 +267,7 @@ impl fmt::Display for Outcome {
             self.store.channels.join(", ")
         )?;
         writeln!(f, "{:<8} {:>8} {:>8}", "split", "subjects", "slices")?;
-        for (split, (subjects, slices)) in preprocess::counts(&self.store.rows) {
+        for (split, (subjects, slices)) in counts(&self.store.rows) {
             writeln!(f, "{split:<8} {subjects:>8} {slices:>8}")?;
         }
         if self.skipped.is_empty() {
@@ -450,7 +447,6 @@ fn outputs(mut run: Run, p: Produced) -> Result<Outcome, RunError> {
             report::Inputs {
                 store: &store,
                 skipped: &skipped,
-                checkpoint: checkpoint.as_deref(),
                 synthesized: synthesized.as_ref(),
                 evaluation: evaluation.as_ref(),
                 nnunet: nnunet.as_ref(),
@@ -487,7 +483,7 @@ fn sharded(plan: Plan, root: &Path, shard: Shard, part: Part) -> Result<Outcome,
         channels: store.channels.clone(),
         root: root.to_owned(),
         root_absolute: std::path::absolute(root).unwrap_or_else(|_| root.to_owned()),
-        subjects: preprocess::subjects_of(&store.rows),
+        subjects: handoff::subjects_of(&store.rows),
         skipped: skipped.iter().map(shard::SkipRecord::from).collect(),
     };
     write_record(&run.dir().join(shard::PREPARED), &record, Stage::Preprocess)?;
@@ -578,7 +574,7 @@ fn sharded(plan: Plan, root: &Path, shard: Shard, part: Part) -> Result<Outcome,
         &run.dir().join(shard::APPLIED),
         &shard::Applied {
             checkpoint: checkpoint.clone(),
-            subjects: preprocess::subjects_of(&outcome.store.rows),
+            subjects: handoff::subjects_of(&outcome.store.rows),
         },
         Stage::Synthesize,
     )?;

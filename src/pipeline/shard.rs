@@ -11,7 +11,7 @@ use std::str::FromStr;
 
 use sha2::{Digest, Sha256};
 
-use super::input::Skip;
+use super::handoff::Skip;
 use super::{RunError, Stage};
 
 /// One shard of a run: `index` of `count`, `index` from 0.

@@ -8,85 +8,15 @@ use std::path::{Path, PathBuf};
 
 use polars::prelude::{Column, DataFrame};
 
-use super::input::Subjects;
-use super::{Run, RunError, Stage, Store, Synthesized, now_rfc3339};
 use crate::dataset::{ManifestRow, SliceSet, write_parquet};
 use crate::metrics::inception::{FidInception, distances, slice_features, value_range};
 use crate::metrics::protocol::score;
+use crate::pipeline::handoff::{Evaluation, MetricRow, Subjects, metric_name};
+use crate::pipeline::{Run, RunError, Stage, Store, Synthesized, now_rfc3339};
 use crate::spec::{Metric, SplitName};
 use crate::synth::baseline::{HistogramBaseline, RegressionBaseline};
 use crate::synth::volumes::to_original_grid;
 use crate::synth::{Generator, SynthError};
-
-/// One score.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MetricRow {
-    /// The model's kind, `baseline-histogram` or `baseline-regression`.
-    pub method: String,
-    pub subject: String,
-    pub modality: String,
-    pub metric: String,
-    pub region: String,
-    pub protocol: String,
-    pub value: f64,
-}
-
-/// (method, modality, metric, region).
-pub type Group = (String, String, String, String);
-/// (mean, sample standard deviation, count).
-pub type Summary = (f64, f64, usize);
-
-/// What the stage measured.
-#[derive(Debug, Clone)]
-pub struct Evaluation {
-    pub rows: Vec<MetricRow>,
-    pub path: PathBuf,
-    /// Metrics asked for but not computed, with why.
-    pub skipped: Vec<(String, String)>,
-    /// Scores of other runs' models on the same subjects (`evaluate.compare`), for the report
-    /// and the summary only.
-    pub compared: Vec<MetricRow>,
-}
-
-impl Evaluation {
-    /// Mean, sample standard deviation and count over subjects of each (method, modality,
-    /// metric, region).
-    pub fn aggregates(&self) -> BTreeMap<Group, Summary> {
-        let mut groups: BTreeMap<Group, Vec<f64>> = BTreeMap::new();
-        for r in self.rows.iter().chain(&self.compared) {
-            groups
-                .entry((
-                    r.method.clone(),
-                    r.modality.clone(),
-                    r.metric.clone(),
-                    r.region.clone(),
-                ))
-                .or_default()
-                .push(r.value);
-        }
-        groups
-            .into_iter()
-            .map(|(k, v)| {
-                let n = v.len();
-                let mean = v.iter().sum::<f64>() / n as f64;
-                let var = if n > 1 {
-                    v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64
-                } else {
-                    0.0
-                };
-                (k, (mean, var.sqrt(), n))
-            })
-            .collect()
-    }
-}
-
-/// The name a metric has in pipeline files.
-pub fn metric_name(m: Metric) -> String {
-    serde_json::to_value(m)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
 
 fn failed(path: &Path, e: impl ToString) -> RunError {
     RunError::failed(Stage::Evaluate, path, e.to_string())
@@ -387,7 +317,7 @@ fn finish(
         let kind = file.train.clone().unwrap_or_default().device;
         let device = crate::device::open(kind).map_err(|e| failed(w, e))?;
         let net = FidInception::load(w, &device).map_err(|e| failed(w, e))?;
-        let clip = super::clip_range(&file);
+        let clip = crate::pipeline::model::clip_range(&file);
         let seed = crate::synth::unit_seed(file.pipeline.seed, "evaluate/kid");
         for (t, target) in model.target.iter().enumerate() {
             let Some(rc) = real_set.channels.iter().position(|c| c == target) else {

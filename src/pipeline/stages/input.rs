@@ -4,32 +4,13 @@
 
 use std::path::{Path, PathBuf};
 
-use super::context::{Run, now_rfc3339};
-use super::{RunError, Stage};
 use crate::phantom::{self, PhantomConfig, PhantomFormat};
-use crate::preprocess::{SubjectInputs, dicom_subjects, nifti_subjects};
+use crate::pipeline::context::{Run, now_rfc3339};
+use crate::pipeline::handoff::{Skip, Subjects};
+use crate::pipeline::{RunError, Stage};
+use crate::preprocess::{dicom_subjects, nifti_subjects};
 use crate::spec::{InputFormat, PHANTOM_MODALITIES, Task};
 use crate::volume::AxisOrder;
-
-/// A subject left out of the run, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Skip {
-    pub subject: String,
-    pub stage: Stage,
-    pub reason: String,
-}
-
-/// The subjects the input stage found.
-#[derive(Debug, Default)]
-pub struct Subjects {
-    /// The usable subjects this process works on (a shard's, or all).
-    pub usable: Vec<SubjectInputs>,
-    /// Subjects left out, of those this process works on.
-    pub skipped: Vec<Skip>,
-    /// Every usable subject of the cohort, whichever shard it belongs to: the splits and the
-    /// slice store's key are computed from these, the same in every shard.
-    pub cohort: Vec<String>,
-}
 
 /// The modalities a subject must have: `input.required`, else the model's inputs for tasks
 /// that need all of them (translation).

@@ -6,21 +6,19 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use ndarray::{Array4, Axis, s};
+use ndarray::s;
 
-use super::evaluate::Evaluation;
-use super::export::NnunetExport;
-use super::input::Skip;
-use super::synthesize::{Synthesized, clip_range, generator};
-use super::{Run, RunError, Stage, Store, now_rfc3339, preprocess};
-use crate::dataset::{ManifestRow, SliceSet};
+use crate::dataset::{ManifestRow, SliceSet, read_shard};
+use crate::pipeline::handoff::{
+    Evaluation, NnunetExport, Skip, Synthesized, attention_maps, counts, report_positions,
+};
+use crate::pipeline::model::clip_range;
+use crate::pipeline::{Run, RunError, Stage, Store, now_rfc3339};
 use crate::report::{Block, Document, Picture, Section, grey, grid, heat, overlay};
 use crate::spec::SplitName;
-use crate::synth::{slice_seed, subject_seed};
 
-/// How many subjects and slices per subject the pictures show.
+/// How many subjects the pictures show (and [`report_positions`] which of their slices).
 const SUBJECTS: usize = 3;
-const SLICES: usize = 3;
 /// Pictures are enlarged so 64-pixel slices stay legible.
 const ENLARGE: usize = 2;
 
@@ -28,7 +26,6 @@ const ENLARGE: usize = 2;
 pub struct Inputs<'a> {
     pub store: &'a Store,
     pub skipped: &'a [Skip],
-    pub checkpoint: Option<&'a Path>,
     pub synthesized: Option<&'a Synthesized>,
     pub evaluation: Option<&'a Evaluation>,
     pub nnunet: Option<&'a NnunetExport>,
@@ -65,8 +62,8 @@ pub fn run(run: &mut Run, inputs: Inputs) -> Result<PathBuf, RunError> {
     if let Some(e) = inputs.evaluation {
         sections.push(metrics(e));
     }
-    if let (Some(synth), Some(checkpoint)) = (inputs.synthesized, inputs.checkpoint) {
-        sections.extend(samples(run, inputs.store, synth, checkpoint)?);
+    if let Some(synth) = inputs.synthesized {
+        sections.extend(samples(run, inputs.store, synth)?);
     }
     sections.push(outputs(run, &inputs));
     let doc = Document {
@@ -137,7 +134,7 @@ fn overview(run: &Run, inputs: &Inputs) -> Section {
 }
 
 fn data(inputs: &Inputs) -> Section {
-    let rows = preprocess::counts(&inputs.store.rows)
+    let rows = counts(&inputs.store.rows)
         .into_iter()
         .map(|(split, (subjects, slices))| vec![split, subjects.to_string(), slices.to_string()])
         .collect();
@@ -335,12 +332,7 @@ fn window(values: impl Iterator<Item = f32>, clip: Option<[f32; 2]>) -> (f32, f3
     (at(0.01), at(0.99))
 }
 
-fn samples(
-    run: &Run,
-    store: &Store,
-    synth: &Synthesized,
-    checkpoint: &Path,
-) -> Result<Vec<Section>, RunError> {
+fn samples(run: &Run, store: &Store, synth: &Synthesized) -> Result<Vec<Section>, RunError> {
     let file = run.plan.file.clone();
     let Some(model) = &file.model else {
         return Ok(Vec::new());
@@ -368,12 +360,6 @@ fn samples(
             .map(|c| vec![(crate::preprocess::LABEL.to_owned(), c)])
             .unwrap_or_default()
     };
-    let attention = file.output.attention_maps;
-    let generator = if attention {
-        Some(generator(&file, &real, checkpoint, run.dir())?)
-    } else {
-        None
-    };
     let real_rows = by_subject(&real);
     let mut grids = Vec::new();
     let mut maps = Vec::new();
@@ -381,10 +367,17 @@ fn samples(
         let Some(real_of) = real_rows.get(&subject) else {
             continue;
         };
-        // Slices at a quarter, half and three quarters of the subject's kept slices.
-        let picks: Vec<usize> = (1..=SLICES)
-            .map(|k| rows[(rows.len() * k / (SLICES + 1)).min(rows.len() - 1)])
+        // The slices synthesis drew attention maps of, at the same positions.
+        let picks: Vec<usize> = report_positions(rows.len())
+            .into_iter()
+            .map(|p| rows[p])
             .collect();
+        let maps_path = attention_maps(run.dir(), &subject);
+        let attention = if file.output.attention_maps && maps_path.is_file() {
+            Some(read_shard(&maps_path).map_err(|e| failed(&maps_path, e))?.0)
+        } else {
+            None
+        };
         let find_real = |r: &ManifestRow| {
             real_of
                 .iter()
@@ -396,7 +389,8 @@ fn samples(
             let mut tiles = Vec::new();
             let mut described = Vec::new();
             let mut batch = Vec::new();
-            for &i in &picks {
+            let mut shown = Vec::new();
+            for (k, &i) in picks.iter().enumerate() {
                 let Some(j) = find_real(&fake.rows[i]) else {
                     continue;
                 };
@@ -424,6 +418,7 @@ fn samples(
                 tiles.push(row.into_iter().map(|p| p.enlarged(ENLARGE)).collect());
                 described.push(j);
                 batch.push(i);
+                shown.push(k);
             }
             if tiles.is_empty() {
                 continue;
@@ -450,36 +445,23 @@ fn samples(
                 ),
                 png: picture.png().map_err(|e| failed(variant, e))?,
             });
-            if let Some(g) = &generator {
-                let (_, c, h, w) = real.data.dim();
-                let mut slices = Array4::<f32>::zeros((described.len(), c, h, w));
-                let mut outs = Array4::<f32>::zeros((described.len(), fake.channels.len(), h, w));
-                for (n, (&j, &i)) in described.iter().zip(&batch).enumerate() {
-                    slices
-                        .index_axis_mut(Axis(0), n)
-                        .assign(&real.data.index_axis(Axis(0), j));
-                    outs.index_axis_mut(Axis(0), n)
-                        .assign(&fake.data.index_axis(Axis(0), i));
-                }
-                let rows_of: Vec<&ManifestRow> = described.iter().map(|&j| &real.rows[j]).collect();
-                // The seeds the first variant was sampled with, so a GAN's map is of the
-                // very pass that produced these slices.
-                let seed = subject_seed(file.pipeline.seed, &subject, 0);
-                let seeds: Vec<u64> = rows_of.iter().map(|r| slice_seed(seed, r)).collect();
-                if let Some(result) = g.attention(&slices, &rows_of, &outs, &seeds) {
-                    let a = result.map_err(|e| failed(checkpoint, e))?;
-                    let mut tiles = Vec::new();
-                    for n in 0..described.len() {
-                        let f = outs.slice(s![n, t, .., ..]);
-                        let (lo, hi) = window(f.iter().copied(), clip);
-                        let base = grey(f, lo, hi);
-                        let m = a.index_axis(Axis(0), n);
-                        let top = m.iter().copied().fold(1.0f32, f32::max);
-                        tiles.push(vec![
-                            base.enlarged(ENLARGE),
-                            overlay(&base, m, 0.0, top).enlarged(ENLARGE),
-                        ]);
+            if let Some(a) = &attention {
+                let mut tiles = Vec::new();
+                for (&i, &k) in batch.iter().zip(&shown) {
+                    if k >= a.dim().0 {
+                        continue;
                     }
+                    let f = fake.data.slice(s![i, t, .., ..]);
+                    let (lo, hi) = window(f.iter().copied(), clip);
+                    let base = grey(f, lo, hi);
+                    let m = a.slice(s![k, 0, .., ..]);
+                    let top = m.iter().copied().fold(1.0f32, f32::max);
+                    tiles.push(vec![
+                        base.enlarged(ENLARGE),
+                        overlay(&base, m, 0.0, top).enlarged(ENLARGE),
+                    ]);
+                }
+                if !tiles.is_empty() {
                     maps.push(Block::Image {
                         file: format!("attention_{subject}_{target}.png"),
                         caption: format!(
@@ -487,7 +469,7 @@ fn samples(
                              received per position (mean over heads and queries, t = T/2; \
                              dark = below uniform, bright = most attended)"
                         ),
-                        png: grid(&tiles, 4).png().map_err(|e| failed(checkpoint, e))?,
+                        png: grid(&tiles, 4).png().map_err(|e| failed(&maps_path, e))?,
                     });
                 }
             }

@@ -3,16 +3,17 @@
 //! then `manifest.parquet` last). A store whose manifest exists is complete and is reused; a
 //! store left half-written by an interrupted run is resumed subject by subject.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use ndarray::{Array4, Axis};
 use rayon::prelude::*;
 
-use super::context::{Run, now_rfc3339, sha256_file};
-use super::input::{Skip, Subjects};
-use super::{RunError, Stage};
-use crate::dataset::{ManifestRow, SliceSet, StoreError, write_manifest, write_shard};
+use crate::dataset::{ManifestRow, write_manifest, write_shard};
+use crate::pipeline::context::{Run, now_rfc3339, sha256_file};
+use crate::pipeline::handoff::{Skip, Subjects};
+use crate::pipeline::handoff::{Store, subjects_of};
+use crate::pipeline::{RunError, Stage};
 use crate::preprocess::{
     LABEL, Prepared, SubjectInputs, assign_splits, cache_key, cut_slices, prepare, read_split_list,
     voxel_axis,
@@ -20,48 +21,6 @@ use crate::preprocess::{
 use crate::progress::Progress;
 use crate::spec::{SliceAxis, SplitName, WriteFormat};
 use crate::volume::{AtomicFile, Volume};
-
-/// The slice store a run reads.
-#[derive(Debug, Clone)]
-pub struct Store {
-    pub dir: PathBuf,
-    pub key: String,
-    /// Channel names of every shard, in order.
-    pub channels: Vec<String>,
-    pub rows: Vec<ManifestRow>,
-    /// Whether a complete store from an earlier run was used as it was.
-    pub reused: bool,
-    /// A shard's subjects: the stages of a shard see only these, though the store holds the
-    /// whole cohort.
-    pub only: Option<BTreeSet<String>>,
-}
-
-impl Store {
-    /// The manifest's path.
-    pub fn manifest(&self) -> PathBuf {
-        self.dir.join("manifest.parquet")
-    }
-
-    /// The slices of `split` (all when `None`) of the subjects this process works on.
-    pub fn load(&self, split: Option<&str>) -> Result<SliceSet, StoreError> {
-        let what = match (split, &self.only) {
-            (Some(s), Some(_)) => format!("split {s} of this shard's subjects"),
-            (Some(s), None) => format!("split {s}"),
-            (None, Some(_)) => "this shard's subjects".to_owned(),
-            (None, None) => "split (any)".to_owned(),
-        };
-        SliceSet::load_where(&self.dir, &what, |r| {
-            split.is_none_or(|s| r.split == s)
-                && self.only.as_ref().is_none_or(|o| o.contains(&r.subject))
-        })
-    }
-}
-
-/// The subjects of manifest rows, sorted, each once.
-pub fn subjects_of(rows: &[ManifestRow]) -> Vec<String> {
-    let set: BTreeSet<&str> = rows.iter().map(|r| r.subject.as_str()).collect();
-    set.into_iter().map(str::to_owned).collect()
-}
 
 /// Where a subject's manifest rows are kept in a store.
 fn rows_file(store: &Path, id: &str) -> PathBuf {
@@ -334,7 +293,7 @@ impl Job<'_> {
             .map(|(m, (v, _))| (m.as_str(), v))
             .chain(prepared.label.iter().map(|(v, _)| (LABEL, v)));
         for (name, v) in volumes {
-            written.extend(super::write::write_formats(
+            written.extend(crate::pipeline::write::write_formats(
                 dir,
                 &subject.id,
                 name,
@@ -569,7 +528,7 @@ pub fn run(run: &mut Run, subjects: &Subjects, skipped: &mut Vec<Skip>) -> Resul
         row.sources = names.join(";");
         row.source_sha256 = sha.join(";");
         run.record(row);
-        for f in super::write::files_of(&exported) {
+        for f in crate::pipeline::write::files_of(&exported) {
             {
                 let mut row =
                     run.row(Stage::Output, "preprocessed-volume", &f, &subject, &started)?;
@@ -602,7 +561,7 @@ pub fn run(run: &mut Run, subjects: &Subjects, skipped: &mut Vec<Skip>) -> Resul
 /// subjects the shards left out.
 pub fn gather(run: &mut Run, count: usize) -> Result<(Store, Vec<Skip>), RunError> {
     let started = now_rfc3339();
-    let prepared = super::shard::prepared(run.run_dir(), count)?;
+    let prepared = crate::pipeline::shard::prepared(run.run_dir(), count)?;
     let first = &prepared[0];
     let dir = first.store.clone();
     let manifest = dir.join("manifest.parquet");
@@ -643,19 +602,6 @@ pub fn gather(run: &mut Run, count: usize) -> Result<(Store, Vec<Skip>), RunErro
 
 fn progress(len: usize, what: &str) -> Progress {
     Progress::new(what, "subjects", len as u64)
-}
-
-/// Slices per split, for the summary.
-pub fn counts(rows: &[ManifestRow]) -> BTreeMap<String, (usize, usize)> {
-    let mut out: BTreeMap<String, (std::collections::BTreeSet<&str>, usize)> = BTreeMap::new();
-    for r in rows {
-        let e = out.entry(r.split.clone()).or_default();
-        e.0.insert(&r.subject);
-        e.1 += 1;
-    }
-    out.into_iter()
-        .map(|(k, (s, n))| (k, (s.len(), n)))
-        .collect()
 }
 
 /// Logs once for a subject which orientation its volumes are stored in and whether

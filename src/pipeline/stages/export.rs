@@ -20,25 +20,14 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use super::input::{Skip, Subjects};
-use super::{Run, RunError, Stage, Store, now_rfc3339};
+use crate::pipeline::handoff::{NnunetExport, Skip, Subjects};
+use crate::pipeline::{Run, RunError, Stage, Store, now_rfc3339};
 use crate::preprocess::{Interpolation, LABEL, resample_onto, same_grid};
 use crate::spec::{InputFormat, Task};
 use crate::volume::{Geometry, Volume, nifti, write_nifti};
 
 /// nnU-Net's file ending for the volumes this export writes.
 pub const FILE_ENDING: &str = ".nii.gz";
-
-/// What the export wrote.
-#[derive(Debug, Clone)]
-pub struct NnunetExport {
-    pub dir: PathBuf,
-    pub training: usize,
-    pub test: usize,
-    /// (case, channel) pairs filled with synthesized volumes.
-    pub synthetic: Vec<(String, String)>,
-    pub skipped: Vec<Skip>,
-}
 
 fn failed(path: &Path, e: impl ToString) -> RunError {
     RunError::failed(Stage::Output, path, e.to_string())

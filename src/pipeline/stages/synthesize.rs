@@ -13,138 +13,19 @@ use std::time::Instant;
 
 use ndarray::{Array4, Axis};
 
-use super::train::{device, diffusion_trainer, gan_trainer};
-use super::write::{files_of, write_formats};
-use super::{Run, RunError, Stage, Store, now_rfc3339, sha256_file};
 use crate::dataset::{ManifestRow, SliceSet, read_shard, shard_shape, write_manifest, write_shard};
-use crate::models::UnetSpec;
-use crate::models::gan::GanSpec;
+use crate::pipeline::handoff::{Synthesized, attention_maps, report_positions};
+use crate::pipeline::model::generator;
+use crate::pipeline::write::{files_of, write_formats};
+use crate::pipeline::{Run, RunError, Stage, Store, now_rfc3339, sha256_file};
 use crate::preprocess::LABEL;
 use crate::progress::Progress;
-use crate::spec::{ModelKind, NormalizeMethod, PipelineFile, SplitName, WriteFormat};
-use crate::synth::diffusion::sampling;
+use crate::spec::{PipelineFile, SplitName, WriteFormat};
 use crate::synth::volumes::{Scale, to_original_grid};
-use crate::synth::{
-    DiffusionGenerator, Generator, SaganGenerator, load_weights, slice_seed, subject_seed,
-};
-use crate::train::CheckpointState;
-use crate::train::gan::SliceClasses;
-
-/// What the stage wrote.
-#[derive(Debug, Clone)]
-pub struct Synthesized {
-    /// `synth/slices/variant-K/` per variant.
-    pub variants: Vec<PathBuf>,
-    pub slices: usize,
-}
-
-/// The data range x̂0 may be clamped to: the normalization range when it bounds the data.
-pub fn clip_range(file: &PipelineFile) -> Option<[f32; 2]> {
-    let n = &file.preprocess.normalize;
-    match n.method {
-        NormalizeMethod::Percentile | NormalizeMethod::Minmax => {
-            let [a, b] = n.range;
-            Some([a.min(b) as f32, a.max(b) as f32])
-        }
-        NormalizeMethod::Zscore | NormalizeMethod::None => None,
-    }
-}
+use crate::synth::{Generator, slice_seed, subject_seed};
 
 fn failed(path: &Path, e: impl ToString) -> RunError {
     RunError::failed(Stage::Synthesize, path, e.to_string())
-}
-
-/// Loads the generator of the checkpoint folder `checkpoint` as the pipeline file describes it,
-/// for slices like those of `set`.
-pub fn generator(
-    file: &PipelineFile,
-    set: &SliceSet,
-    checkpoint: &Path,
-    run_dir: &Path,
-) -> Result<Box<dyn Generator>, RunError> {
-    let Some(model) = &file.model else {
-        return Err(RunError::Nothing {
-            stage: Stage::Synthesize,
-            what: "[synthesize] needs a [model] section".into(),
-        });
-    };
-    let state_path = checkpoint.join("state.json");
-    let state: CheckpointState = std::fs::read_to_string(&state_path)
-        .map_err(|e| {
-            failed(
-                &state_path,
-                format!("cannot read the checkpoint state: {e}"),
-            )
-        })
-        .and_then(|t| serde_json::from_str(&t).map_err(|e| failed(&state_path, e)))?;
-    let device = device(file.train.clone().unwrap_or_default().device)
-        .map_err(|e| failed(&state_path, e))?;
-    let label_classes = state.extra["label_classes"].as_u64().map(|k| k as usize);
-    let mismatch = |saved: &dyn std::fmt::Debug, spec: &dyn std::fmt::Debug| {
-        failed(
-            &state_path,
-            format!(
-                "the checkpoint holds a network of shape {saved:?}, the pipeline file describes {spec:?}; \
-                 use the [model] settings it was trained with"
-            ),
-        )
-    };
-    let section = file.synthesize.clone().unwrap_or_default();
-    match model.kind {
-        ModelKind::Diffusion => {
-            let trainer =
-                diffusion_trainer(file, model, set, run_dir).map_err(|e| failed(checkpoint, e))?;
-            let mut conditioning = trainer.conditioning;
-            if let (Some((ch, _)), Some(k)) = (conditioning.label, label_classes) {
-                conditioning.label = Some((ch, k));
-            }
-            let spec = UnetSpec {
-                in_channels: conditioning.in_channels(),
-                ..trainer.spec
-            };
-            if let Ok(saved) = serde_json::from_value::<UnetSpec>(state.extra["unet"].clone())
-                && saved != spec
-            {
-                return Err(mismatch(&saved, &spec));
-            }
-            let net =
-                load_weights(spec.init(&device), checkpoint).map_err(|e| failed(checkpoint, e))?;
-            let (sampler, guidance) = sampling(&section);
-            Ok(Box::new(DiffusionGenerator {
-                net,
-                schedule: trainer.schedule,
-                conditioning,
-                sampler,
-                guidance,
-                clip: clip_range(file),
-                device,
-            }))
-        }
-        ModelKind::Sagan => {
-            let trainer =
-                gan_trainer(file, model, set, run_dir).map_err(|e| failed(checkpoint, e))?;
-            let mut inputs = trainer.inputs;
-            if let (Some((ch, _)), Some(k)) = (inputs.conditioning.label, label_classes) {
-                inputs.conditioning.label = Some((ch, k));
-            }
-            inputs.spec.in_channels =
-                inputs.conditioning.cond_channels() + inputs.spec.noise_channels;
-            if let Ok(saved) = serde_json::from_value::<GanSpec>(state.extra["gan"].clone())
-                && saved != inputs.spec
-            {
-                return Err(mismatch(&saved, &inputs.spec));
-            }
-            let net = load_weights(inputs.spec.generator(&device), checkpoint)
-                .map_err(|e| failed(checkpoint, e))?;
-            Ok(Box::new(SaganGenerator {
-                net,
-                classes: SliceClasses::new(&set.rows, inputs.spec.classes),
-                inputs,
-                truncation: section.truncation,
-                device,
-            }))
-        }
-    }
 }
 
 /// Runs the stage with the checkpoint folder `checkpoint`.
@@ -423,6 +304,9 @@ impl VariantWriter<'_> {
                 run.record(row);
             }
         }
+        if self.variant == 0 && file.output.attention_maps {
+            self.attention(run, subject, rows, &out, seed, &started)?;
+        }
         // The subject's label beside each variant, on the same grid, so a variant and its
         // label travel together (augmentation for segmentation training).
         if let Some(lc) = set.channels.iter().position(|c| c == LABEL) {
@@ -456,6 +340,57 @@ impl VariantWriter<'_> {
                 run.record(row);
             }
         }
+        Ok(())
+    }
+
+    /// Writes the attention maps of the slices the report shows: the middle block's
+    /// attention in the pass that sampled them (same seeds), for the report to draw.
+    fn attention(
+        &self,
+        run: &mut Run,
+        subject: &str,
+        rows: &[usize],
+        out: &Array4<f32>,
+        seed: u64,
+        started: &str,
+    ) -> Result<(), RunError> {
+        let set = self.set;
+        let picks = report_positions(rows.len());
+        let (_, c, h, w) = set.data.dim();
+        let mut slices = Array4::<f32>::zeros((picks.len(), c, h, w));
+        let mut outs = Array4::<f32>::zeros((picks.len(), out.dim().1, h, w));
+        for (n, &p) in picks.iter().enumerate() {
+            slices
+                .index_axis_mut(Axis(0), n)
+                .assign(&set.data.index_axis(Axis(0), rows[p]));
+            outs.index_axis_mut(Axis(0), n)
+                .assign(&out.index_axis(Axis(0), p));
+        }
+        let described: Vec<&ManifestRow> = picks.iter().map(|&p| &set.rows[rows[p]]).collect();
+        let seeds: Vec<u64> = described.iter().map(|r| slice_seed(seed, r)).collect();
+        let Some(result) = self.generator.attention(&slices, &described, &outs, &seeds) else {
+            return Ok(());
+        };
+        let path = attention_maps(run.dir(), subject);
+        let maps = result.map_err(|e| failed(&path, e))?.insert_axis(Axis(1));
+        let meta: BTreeMap<String, String> = [
+            ("subject".to_owned(), subject.to_owned()),
+            (
+                "slice_index".to_owned(),
+                described
+                    .iter()
+                    .map(|r| r.slice_index.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+        ]
+        .into();
+        write_shard(&path, &maps, &["attention".to_owned()], &meta)
+            .map_err(|e| failed(&path, e))?;
+        let mut row = run.row(Stage::Synthesize, "attention-map", &path, subject, started)?;
+        row.checkpoint_sha256 = self.checkpoint_sha.to_owned();
+        row.seed = seed;
+        run.record(row);
         Ok(())
     }
 }

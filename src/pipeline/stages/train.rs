@@ -6,108 +6,11 @@ use std::path::PathBuf;
 
 use burn::tensor::Device;
 
-use super::synthesize::clip_range;
-use super::{Run, RunError, Stage, Store, now_rfc3339};
 use crate::dataset::SliceSet;
-use crate::models::UnetSpec;
-use crate::models::diffusion::NoiseSchedule;
-use crate::models::gan::{GanArch, GanSpec};
-use crate::spec::{DeviceKind, ModelKind, ModelSection, PipelineFile, Task};
-use crate::train::diffusion::{Conditioning, DiffusionTrainer};
-use crate::train::gan::{GanInputs, GanTrainer};
-use crate::train::{Checkpoints, TrainError};
-
-/// The compute device `[train]` asks for.
-pub fn device(kind: DeviceKind) -> Result<Device, String> {
-    let device = crate::device::open(kind).map_err(|e| e.to_string())?;
-    tracing::info!("device {}: {device:?}", kind.name());
-    Ok(device)
-}
-
-/// The diffusion trainer the pipeline file describes, for slices like those of `set`.
-pub fn diffusion_trainer(
-    file: &PipelineFile,
-    model: &ModelSection,
-    set: &SliceSet,
-    run_dir: &std::path::Path,
-) -> Result<DiffusionTrainer, String> {
-    let conditioning = Conditioning::new(model, set).map_err(|e| e.to_string())?;
-    let (h, w) = (set.data.shape()[2], set.data.shape()[3]);
-    let spec = UnetSpec::from_model(
-        model,
-        conditioning.in_channels(),
-        conditioning.targets.len(),
-        h.min(w),
-    );
-    let diffusion = model.diffusion.clone().unwrap_or_default();
-    Ok(DiffusionTrainer {
-        spec,
-        schedule: NoiseSchedule::new(&diffusion),
-        conditioning,
-        train: file.train.clone().unwrap_or_default(),
-        seed: file.pipeline.seed,
-        checkpoints: Checkpoints::new(run_dir.join("checkpoints")),
-        log: run_dir.join("train_log.parquet"),
-        max_steps: None,
-        progress: true,
-    })
-}
-
-/// The GAN networks' shape for `model`, `conditioning` and slices of `[h, w]`.
-pub fn gan_spec(
-    file: &PipelineFile,
-    model: &ModelSection,
-    conditioning: &Conditioning,
-    [h, w]: [usize; 2],
-) -> GanSpec {
-    let gan = model.gan.clone().unwrap_or_default();
-    let noise_channels = usize::from(model.task == Task::LabelToImage);
-    GanSpec {
-        arch: if model.task == Task::Generation {
-            GanArch::Noise
-        } else {
-            GanArch::Unet
-        },
-        in_channels: conditioning.cond_channels() + noise_channels,
-        noise_channels,
-        out_channels: conditioning.targets.len(),
-        base_channels: model.unet.base_channels as usize,
-        channel_mult: model.unet.multipliers(),
-        groups: model.unet.groups as usize,
-        z_dim: gan.z_dim as usize,
-        classes: gan.classes as usize,
-        image_size: [h, w],
-        attention_resolution: gan.attention_resolution as usize,
-        output_range: clip_range(file),
-    }
-}
-
-/// The GAN trainer the pipeline file describes, for slices like those of `set`.
-pub fn gan_trainer(
-    file: &PipelineFile,
-    model: &ModelSection,
-    set: &SliceSet,
-    run_dir: &std::path::Path,
-) -> Result<GanTrainer, String> {
-    let mut conditioning = Conditioning::new(model, set).map_err(|e| e.to_string())?;
-    // Whole-condition dropout trains the unconditional model classifier-free guidance needs;
-    // a GAN has no such guidance, and with the L1 term it would only pull G to the mean image.
-    conditioning.cond_dropout = 0.0;
-    let size = [set.data.shape()[2], set.data.shape()[3]];
-    Ok(GanTrainer {
-        inputs: GanInputs {
-            spec: gan_spec(file, model, &conditioning, size),
-            conditioning,
-        },
-        gan: model.gan.clone().unwrap_or_default(),
-        train: file.train.clone().unwrap_or_default(),
-        seed: file.pipeline.seed,
-        checkpoints: Checkpoints::new(run_dir.join("checkpoints")),
-        log: run_dir.join("train_log.parquet"),
-        max_steps: None,
-        progress: true,
-    })
-}
+use crate::pipeline::model::{device, diffusion_trainer, gan_trainer};
+use crate::pipeline::{Run, RunError, Stage, Store, now_rfc3339};
+use crate::spec::{ModelKind, ModelSection, PipelineFile};
+use crate::train::TrainError;
 
 /// What a trainer left: the newest checkpoint, its parts, and the log.
 struct Outcome {

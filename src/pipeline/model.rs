@@ -1,0 +1,220 @@
+//! Building the model a pipeline file describes, shared by the stages that train it, apply it
+//! and score it: the compute device, the trainers, the generator loaded from a checkpoint, and
+//! the range outputs are clamped to.
+
+use std::path::Path;
+
+use burn::tensor::Device;
+
+use super::{RunError, Stage};
+use crate::dataset::SliceSet;
+use crate::models::UnetSpec;
+use crate::models::diffusion::NoiseSchedule;
+use crate::models::gan::{GanArch, GanSpec};
+use crate::spec::{DeviceKind, ModelKind, ModelSection, NormalizeMethod, PipelineFile, Task};
+use crate::synth::diffusion::sampling;
+use crate::synth::{DiffusionGenerator, Generator, SaganGenerator, load_weights};
+use crate::train::diffusion::{Conditioning, DiffusionTrainer};
+use crate::train::gan::{GanInputs, GanTrainer, SliceClasses};
+use crate::train::{CheckpointState, Checkpoints};
+
+fn failed(path: &Path, e: impl ToString) -> RunError {
+    RunError::failed(Stage::Synthesize, path, e.to_string())
+}
+
+/// The data range x̂0 may be clamped to: the normalization range when it bounds the data.
+pub fn clip_range(file: &PipelineFile) -> Option<[f32; 2]> {
+    let n = &file.preprocess.normalize;
+    match n.method {
+        NormalizeMethod::Percentile | NormalizeMethod::Minmax => {
+            let [a, b] = n.range;
+            Some([a.min(b) as f32, a.max(b) as f32])
+        }
+        NormalizeMethod::Zscore | NormalizeMethod::None => None,
+    }
+}
+
+/// The compute device `[train]` asks for.
+pub fn device(kind: DeviceKind) -> Result<Device, String> {
+    let device = crate::device::open(kind).map_err(|e| e.to_string())?;
+    tracing::info!("device {}: {device:?}", kind.name());
+    Ok(device)
+}
+
+/// The diffusion trainer the pipeline file describes, for slices like those of `set`.
+pub fn diffusion_trainer(
+    file: &PipelineFile,
+    model: &ModelSection,
+    set: &SliceSet,
+    run_dir: &std::path::Path,
+) -> Result<DiffusionTrainer, String> {
+    let conditioning = Conditioning::new(model, set).map_err(|e| e.to_string())?;
+    let (h, w) = (set.data.shape()[2], set.data.shape()[3]);
+    let spec = UnetSpec::from_model(
+        model,
+        conditioning.in_channels(),
+        conditioning.targets.len(),
+        h.min(w),
+    );
+    let diffusion = model.diffusion.clone().unwrap_or_default();
+    Ok(DiffusionTrainer {
+        spec,
+        schedule: NoiseSchedule::new(&diffusion),
+        conditioning,
+        train: file.train.clone().unwrap_or_default(),
+        seed: file.pipeline.seed,
+        checkpoints: Checkpoints::new(run_dir.join("checkpoints")),
+        log: run_dir.join("train_log.parquet"),
+        max_steps: None,
+        progress: true,
+    })
+}
+
+/// The GAN networks' shape for `model`, `conditioning` and slices of `[h, w]`.
+pub fn gan_spec(
+    file: &PipelineFile,
+    model: &ModelSection,
+    conditioning: &Conditioning,
+    [h, w]: [usize; 2],
+) -> GanSpec {
+    let gan = model.gan.clone().unwrap_or_default();
+    let noise_channels = usize::from(model.task == Task::LabelToImage);
+    GanSpec {
+        arch: if model.task == Task::Generation {
+            GanArch::Noise
+        } else {
+            GanArch::Unet
+        },
+        in_channels: conditioning.cond_channels() + noise_channels,
+        noise_channels,
+        out_channels: conditioning.targets.len(),
+        base_channels: model.unet.base_channels as usize,
+        channel_mult: model.unet.multipliers(),
+        groups: model.unet.groups as usize,
+        z_dim: gan.z_dim as usize,
+        classes: gan.classes as usize,
+        image_size: [h, w],
+        attention_resolution: gan.attention_resolution as usize,
+        output_range: clip_range(file),
+    }
+}
+
+/// The GAN trainer the pipeline file describes, for slices like those of `set`.
+pub fn gan_trainer(
+    file: &PipelineFile,
+    model: &ModelSection,
+    set: &SliceSet,
+    run_dir: &std::path::Path,
+) -> Result<GanTrainer, String> {
+    let mut conditioning = Conditioning::new(model, set).map_err(|e| e.to_string())?;
+    // Whole-condition dropout trains the unconditional model classifier-free guidance needs;
+    // a GAN has no such guidance, and with the L1 term it would only pull G to the mean image.
+    conditioning.cond_dropout = 0.0;
+    let size = [set.data.shape()[2], set.data.shape()[3]];
+    Ok(GanTrainer {
+        inputs: GanInputs {
+            spec: gan_spec(file, model, &conditioning, size),
+            conditioning,
+        },
+        gan: model.gan.clone().unwrap_or_default(),
+        train: file.train.clone().unwrap_or_default(),
+        seed: file.pipeline.seed,
+        checkpoints: Checkpoints::new(run_dir.join("checkpoints")),
+        log: run_dir.join("train_log.parquet"),
+        max_steps: None,
+        progress: true,
+    })
+}
+
+/// Loads the generator of the checkpoint folder `checkpoint` as the pipeline file describes it,
+/// for slices like those of `set`.
+pub fn generator(
+    file: &PipelineFile,
+    set: &SliceSet,
+    checkpoint: &Path,
+    run_dir: &Path,
+) -> Result<Box<dyn Generator>, RunError> {
+    let Some(model) = &file.model else {
+        return Err(RunError::Nothing {
+            stage: Stage::Synthesize,
+            what: "[synthesize] needs a [model] section".into(),
+        });
+    };
+    let state_path = checkpoint.join("state.json");
+    let state: CheckpointState = std::fs::read_to_string(&state_path)
+        .map_err(|e| {
+            failed(
+                &state_path,
+                format!("cannot read the checkpoint state: {e}"),
+            )
+        })
+        .and_then(|t| serde_json::from_str(&t).map_err(|e| failed(&state_path, e)))?;
+    let device = device(file.train.clone().unwrap_or_default().device)
+        .map_err(|e| failed(&state_path, e))?;
+    let label_classes = state.extra["label_classes"].as_u64().map(|k| k as usize);
+    let mismatch = |saved: &dyn std::fmt::Debug, spec: &dyn std::fmt::Debug| {
+        failed(
+            &state_path,
+            format!(
+                "the checkpoint holds a network of shape {saved:?}, the pipeline file describes {spec:?}; \
+                 use the [model] settings it was trained with"
+            ),
+        )
+    };
+    let section = file.synthesize.clone().unwrap_or_default();
+    match model.kind {
+        ModelKind::Diffusion => {
+            let trainer =
+                diffusion_trainer(file, model, set, run_dir).map_err(|e| failed(checkpoint, e))?;
+            let mut conditioning = trainer.conditioning;
+            if let (Some((ch, _)), Some(k)) = (conditioning.label, label_classes) {
+                conditioning.label = Some((ch, k));
+            }
+            let spec = UnetSpec {
+                in_channels: conditioning.in_channels(),
+                ..trainer.spec
+            };
+            if let Ok(saved) = serde_json::from_value::<UnetSpec>(state.extra["unet"].clone())
+                && saved != spec
+            {
+                return Err(mismatch(&saved, &spec));
+            }
+            let net =
+                load_weights(spec.init(&device), checkpoint).map_err(|e| failed(checkpoint, e))?;
+            let (sampler, guidance) = sampling(&section);
+            Ok(Box::new(DiffusionGenerator {
+                net,
+                schedule: trainer.schedule,
+                conditioning,
+                sampler,
+                guidance,
+                clip: clip_range(file),
+                device,
+            }))
+        }
+        ModelKind::Sagan => {
+            let trainer =
+                gan_trainer(file, model, set, run_dir).map_err(|e| failed(checkpoint, e))?;
+            let mut inputs = trainer.inputs;
+            if let (Some((ch, _)), Some(k)) = (inputs.conditioning.label, label_classes) {
+                inputs.conditioning.label = Some((ch, k));
+            }
+            inputs.spec.in_channels =
+                inputs.conditioning.cond_channels() + inputs.spec.noise_channels;
+            if let Ok(saved) = serde_json::from_value::<GanSpec>(state.extra["gan"].clone())
+                && saved != inputs.spec
+            {
+                return Err(mismatch(&saved, &inputs.spec));
+            }
+            let net = load_weights(inputs.spec.generator(&device), checkpoint)
+                .map_err(|e| failed(checkpoint, e))?;
+            Ok(Box::new(SaganGenerator {
+                net,
+                classes: SliceClasses::new(&set.rows, inputs.spec.classes),
+                inputs,
+                truncation: section.truncation,
+                device,
+            }))
+        }
+    }
+}
