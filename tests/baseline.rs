@@ -8,10 +8,10 @@ use ndarray::{Array4, Axis};
 
 fn set(data: Array4<f32>, missing: &[&str]) -> SliceSet {
     let n = data.shape()[0];
-    SliceSet {
-        channels: vec!["a".into(), "b".into(), "t".into()],
+    SliceSet::from_memory(
+        vec!["a".into(), "b".into(), "t".into()],
         data,
-        rows: (0..n)
+        (0..n)
             .map(|i| ManifestRow {
                 subject: format!("sub-{}", i % 2),
                 split: "train".into(),
@@ -26,7 +26,7 @@ fn set(data: Array4<f32>, missing: &[&str]) -> SliceSet {
                 record: String::new(),
             })
             .collect(),
-    }
+    )
 }
 
 fn inputs() -> Vec<String> {

@@ -21,7 +21,7 @@ use medsynth::phantom::{PhantomConfig, PhantomFormat, generate, write_subject};
 use medsynth::preprocess::{Interpolation, Reorient, Resample};
 use medsynth::synth::volumes::to_original_grid;
 use medsynth::volume::{AxisOrder, Volume, nifti, write_nifti};
-use ndarray::{Array3, Array4, Axis};
+use ndarray::{Array3, Array4};
 use serde_json::Value;
 
 /// Every orientation code: one of R/L, A/P, S/I on each voxel axis.
@@ -171,12 +171,7 @@ fn subject_slices<'a>(
         .collect();
     assert!(!picked.is_empty(), "{subject}: no slice kept");
     let rows = picked.iter().map(|&i| &set.rows[i]).collect();
-    let views: Vec<_> = picked
-        .iter()
-        .map(|&i| set.data.index_axis(Axis(0), i).select(Axis(0), &[c]))
-        .collect();
-    let views: Vec<_> = views.iter().map(|v| v.view()).collect();
-    (ndarray::stack(Axis(0), &views).unwrap(), rows)
+    (set.gather_channel(&picked, c).unwrap(), rows)
 }
 
 fn range(v: &Volume) -> f32 {

@@ -75,41 +75,79 @@ fn each_epoch_is_a_seeded_permutation_and_batches_hold_the_stored_values() {
     let device = Device::flex();
     let loader = Loader::new(&set, 4, AugmentConfig::default(), 11);
     assert_eq!(loader.batches(), 6);
-    let mut seen: Vec<usize> = loader.epoch(0, &device).flat_map(|b| b.rows).collect();
+    let mut seen: Vec<usize> = loader
+        .epoch(0, &device)
+        .flat_map(|b| b.unwrap().rows)
+        .collect();
     let first = seen.clone();
     seen.sort();
     assert_eq!(seen, (0..22).collect::<Vec<_>>(), "every slice once");
     assert_ne!(first, (0..22).collect::<Vec<_>>(), "shuffled");
-    let again: Vec<usize> = loader.epoch(0, &device).flat_map(|b| b.rows).collect();
+    let again: Vec<usize> = loader
+        .epoch(0, &device)
+        .flat_map(|b| b.unwrap().rows)
+        .collect();
     assert_eq!(first, again, "same seed, same order");
-    let next: Vec<usize> = loader.epoch(1, &device).flat_map(|b| b.rows).collect();
+    let next: Vec<usize> = loader
+        .epoch(1, &device)
+        .flat_map(|b| b.unwrap().rows)
+        .collect();
     assert_ne!(first, next, "a new order each epoch");
     let other: Vec<usize> = Loader::new(&set, 4, AugmentConfig::default(), 12)
         .epoch(0, &device)
-        .flat_map(|b| b.rows)
+        .flat_map(|b| b.unwrap().rows)
         .collect();
     assert_ne!(first, other, "another seed, another order");
     // Without augmentation a batch is exactly the stored slices, [B, C, H, W].
-    let b = loader.batch(0, 5, &device).unwrap();
+    let b = loader.batch(0, 5, &device).unwrap().unwrap();
     assert_eq!(b.slices.dims(), [2, 2, 24, 20]);
     let want: Vec<f32> = b
         .rows
         .iter()
-        .flat_map(|&r| {
-            set.data
-                .index_axis(Axis(0), r)
-                .iter()
-                .copied()
-                .collect::<Vec<_>>()
-        })
+        .flat_map(|&r| stored(&_dir, &set, r))
         .collect();
     assert_eq!(values(&b), want);
+    // The set reads slices from the store when asked: each equals the shard's row.
+    for r in [0, 7, 21] {
+        let got: Vec<f32> = set.slice(r).unwrap().iter().copied().collect();
+        assert_eq!(got, stored(&_dir, &set, r));
+    }
+}
+
+/// Slice `r` of `set` as the shard file holds it, read whole.
+fn stored(dir: &tempfile::TempDir, set: &SliceSet, r: usize) -> Vec<f32> {
+    let row = &set.rows[r];
+    let (t, _) = medsynth::dataset::read_shard(&dir.path().join(&row.shard)).unwrap();
+    t.index_axis(Axis(0), row.row as usize)
+        .iter()
+        .copied()
+        .collect()
+}
+
+#[test]
+fn a_shard_truncated_after_loading_is_an_error_naming_it() {
+    let (dir, set) = store(8);
+    let shard = dir.path().join(&set.rows[7].shard);
+    let len = std::fs::metadata(&shard).unwrap().len();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&shard)
+        .unwrap();
+    f.set_len(len / 2).unwrap();
+    let err = (0..set.len())
+        .map(|r| set.slice(r))
+        .find_map(Result::err)
+        .expect("a read past the end fails");
+    assert!(err.to_string().contains(&*shard.to_string_lossy()), "{err}");
+    let loader = Loader::in_order(&set, 8);
+    assert!(loader.batch(0, 0, &Device::flex()).is_err());
 }
 
 #[test]
 fn augmentation_moves_image_and_label_together_and_is_reproducible() {
     let (_dir, set) = store(10);
-    let slice = set.data.index_axis(Axis(0), 3);
+    let slice = set.slice(3).unwrap();
+    let slice = slice.view();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     // A certain flip mirrors the columns of every channel.
     let flipped = augment(
@@ -170,8 +208,12 @@ fn augmentation_moves_image_and_label_together_and_is_reproducible() {
     let device = Device::flex();
     let a = Loader::new(&set, 3, cfg.clone(), 5)
         .batch(2, 1, &device)
+        .unwrap()
         .unwrap();
-    let b = Loader::new(&set, 3, cfg, 5).batch(2, 1, &device).unwrap();
+    let b = Loader::new(&set, 3, cfg, 5)
+        .batch(2, 1, &device)
+        .unwrap()
+        .unwrap();
     assert_eq!(values(&a), values(&b));
 }
 

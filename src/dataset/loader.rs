@@ -9,37 +9,86 @@
 //! jittered.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use burn::tensor::{Device, Tensor, TensorData};
-use ndarray::{Array3, Array4, ArrayView3, Axis};
+use ndarray::{Array2, Array3, Array4, ArrayView3, Axis};
 use rand::{Rng, SeedableRng, seq::SliceRandom};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use super::{ManifestRow, StoreError, read_manifest, read_shard};
+use super::{ManifestRow, StoreError, read_manifest, shard_layout};
 use crate::preprocess::LABEL;
 use crate::spec::AugmentConfig;
 
 /// The slices of one split, in manifest order.
+///
+/// A set loaded from a store holds only the rows and where each slice lies (its shard file
+/// and byte offset): slices are read when asked for, a batch at a time, so memory does not
+/// grow with the store. A set built in memory ([`SliceSet::from_memory`]) holds its slices.
 #[derive(Debug, Clone)]
 pub struct SliceSet {
     pub channels: Vec<String>,
-    /// # Shapes
-    /// `[N, C, H, W]`
-    pub data: Array4<f32>,
     pub rows: Vec<ManifestRow>,
+    slices: Slices,
+}
+
+#[derive(Debug, Clone)]
+enum Slices {
+    Memory(Array4<f32>),
+    /// `[C, H, W]` of every slice, and each slice's shard file and byte offset.
+    Files {
+        shape: [usize; 3],
+        at: Vec<(Arc<PathBuf>, u64)>,
+    },
+}
+
+/// Reads `count` little-endian f32 values at byte `offset` of `path`.
+fn read_f32s(path: &Path, offset: u64, count: usize) -> Result<Vec<f32>, StoreError> {
+    let io = |source| StoreError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut bytes = vec![0u8; count * 4];
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileExt;
+        file.read_exact_at(&mut bytes, offset).map_err(io)?;
+    }
+    #[cfg(not(unix))]
+    {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut file = file;
+        file.seek(SeekFrom::Start(offset)).map_err(io)?;
+        file.read_exact(&mut bytes).map_err(io)?;
+    }
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect())
 }
 
 impl SliceSet {
-    /// Reads the slices of `split` (every split when `None`) from the store at `dir`.
+    /// A set of slices held in memory, `data` `[N, C, H, W]` with one row per slice.
+    pub fn from_memory(channels: Vec<String>, data: Array4<f32>, rows: Vec<ManifestRow>) -> Self {
+        debug_assert_eq!(data.dim().0, rows.len());
+        SliceSet {
+            channels,
+            rows,
+            slices: Slices::Memory(data),
+        }
+    }
+
+    /// The slices of `split` (every split when `None`) of the store at `dir`.
     pub fn load(dir: &Path, split: Option<&str>) -> Result<Self, StoreError> {
         let what = format!("split {}", split.unwrap_or("(any)"));
         Self::load_where(dir, &what, |r| split.is_none_or(|s| r.split == s))
     }
 
-    /// Loads the slices whose manifest rows `keep` accepts; `what` describes them for the
-    /// error when there is none.
+    /// The slices whose manifest rows `keep` accepts; `what` describes them for the error when
+    /// there is none. Reads the manifest and each shard's header; the slices stay on disk.
     pub fn load_where(
         dir: &Path,
         what: &str,
@@ -50,52 +99,58 @@ impl SliceSet {
             .into_iter()
             .filter(|r| keep(r))
             .collect();
-        let mut shards: BTreeMap<&str, (Array4<f32>, Vec<String>)> = BTreeMap::new();
+        // Each shard file, its shape and channels, and where its first slice starts.
+        type Layout = (Arc<PathBuf>, [usize; 4], Vec<String>, u64);
+        let mut shards: BTreeMap<&str, Layout> = BTreeMap::new();
         for r in &rows {
             if !shards.contains_key(r.shard.as_str()) {
-                shards.insert(&r.shard, read_shard(&dir.join(&r.shard))?);
+                let path = dir.join(&r.shard);
+                let (shape, channels, start) = shard_layout(&path)?;
+                shards.insert(&r.shard, (Arc::new(path), shape, channels, start));
             }
         }
-        let Some((first, channels)) = shards.values().next() else {
+        let Some((_, first, channels, _)) = shards.values().next() else {
             return Err(StoreError::Invalid {
                 path: manifest,
                 what: format!("no slice in {what}"),
             });
         };
-        let (c, h, w) = (first.shape()[1], first.shape()[2], first.shape()[3]);
+        let [_, c, h, w] = *first;
         let channels = channels.clone();
-        for (name, (t, ch)) in &shards {
-            if t.shape()[1..] != [c, h, w] || *ch != channels {
+        for (path, shape, ch, _) in shards.values() {
+            if shape[1..] != [c, h, w] || *ch != channels {
                 return Err(StoreError::Invalid {
-                    path: dir.join(name),
+                    path: path.to_path_buf(),
                     what: format!(
                         "slices are {:?} with channels {ch:?}, others {:?} with {channels:?}; set preprocess.size so every subject has the same slice size",
-                        &t.shape()[1..],
+                        &shape[1..],
                         [c, h, w]
                     ),
                 });
             }
         }
-        let mut data = Array4::zeros((rows.len(), c, h, w));
-        for (n, r) in rows.iter().enumerate() {
-            let (t, _) = &shards[r.shard.as_str()];
-            let row = r.row as usize;
-            if row >= t.shape()[0] {
-                return Err(StoreError::Invalid {
-                    path: dir.join(&r.shard),
-                    what: format!(
-                        "manifest row {row} past the shard's {} slices",
-                        t.shape()[0]
-                    ),
-                });
-            }
-            data.index_axis_mut(Axis(0), n)
-                .assign(&t.index_axis(Axis(0), row));
-        }
+        let bytes = (c * h * w * 4) as u64;
+        let at = rows
+            .iter()
+            .map(|r| {
+                let (path, shape, _, start) = &shards[r.shard.as_str()];
+                let row = r.row as usize;
+                if row >= shape[0] {
+                    return Err(StoreError::Invalid {
+                        path: path.to_path_buf(),
+                        what: format!("manifest row {row} past the shard's {} slices", shape[0]),
+                    });
+                }
+                Ok((Arc::clone(path), start + row as u64 * bytes))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(SliceSet {
             channels,
-            data,
             rows,
+            slices: Slices::Files {
+                shape: [c, h, w],
+                at,
+            },
         })
     }
 
@@ -106,8 +161,14 @@ impl SliceSet {
             .collect();
         SliceSet {
             channels: self.channels.clone(),
-            data: self.data.select(Axis(0), &picked),
             rows: picked.iter().map(|&i| self.rows[i].clone()).collect(),
+            slices: match &self.slices {
+                Slices::Memory(data) => Slices::Memory(data.select(Axis(0), &picked)),
+                Slices::Files { shape, at } => Slices::Files {
+                    shape: *shape,
+                    at: picked.iter().map(|&i| at[i].clone()).collect(),
+                },
+            },
         }
     }
 
@@ -120,9 +181,84 @@ impl SliceSet {
         self.rows.is_empty()
     }
 
+    /// `(N, C, H, W)`.
+    pub fn dim(&self) -> (usize, usize, usize, usize) {
+        match &self.slices {
+            Slices::Memory(data) => data.dim(),
+            Slices::Files {
+                shape: [c, h, w], ..
+            } => (self.rows.len(), *c, *h, *w),
+        }
+    }
+
     /// The index of a channel by name.
     pub fn channel(&self, name: &str) -> Option<usize> {
         self.channels.iter().position(|c| c == name)
+    }
+
+    /// Slice `i`, `[C, H, W]`.
+    pub fn slice(&self, i: usize) -> Result<Array3<f32>, StoreError> {
+        match &self.slices {
+            Slices::Memory(data) => Ok(data.index_axis(Axis(0), i).to_owned()),
+            Slices::Files { shape, at } => {
+                let (path, offset) = &at[i];
+                let values = read_f32s(path, *offset, shape.iter().product())?;
+                Ok(Array3::from_shape_vec(*shape, values).expect("the shape fits the values"))
+            }
+        }
+    }
+
+    /// Channel `c` of slice `i`, `[H, W]`: only that plane is read.
+    pub fn plane(&self, i: usize, c: usize) -> Result<Array2<f32>, StoreError> {
+        match &self.slices {
+            Slices::Memory(data) => Ok(data.slice(ndarray::s![i, c, .., ..]).to_owned()),
+            Slices::Files {
+                shape: [_, h, w],
+                at,
+            } => {
+                let (path, offset) = &at[i];
+                let plane_bytes = (h * w * 4) as u64;
+                let values = read_f32s(path, offset + c as u64 * plane_bytes, h * w)?;
+                Ok(Array2::from_shape_vec((*h, *w), values).expect("the shape fits the values"))
+            }
+        }
+    }
+
+    /// Slices `rows`, in that order, `[n, C, H, W]` (read in parallel).
+    pub fn gather(&self, rows: &[usize]) -> Result<Array4<f32>, StoreError> {
+        if let Slices::Memory(data) = &self.slices {
+            return Ok(data.select(Axis(0), rows));
+        }
+        let (_, c, h, w) = self.dim();
+        let slices: Vec<Array3<f32>> = rows
+            .par_iter()
+            .map(|&i| self.slice(i))
+            .collect::<Result<_, _>>()?;
+        let mut out = Array4::zeros((rows.len(), c, h, w));
+        for (n, s) in slices.into_iter().enumerate() {
+            out.index_axis_mut(Axis(0), n).assign(&s);
+        }
+        Ok(out)
+    }
+
+    /// Channel `c` of slices `rows`, `[n, 1, H, W]`: only those planes are read.
+    pub fn gather_channel(&self, rows: &[usize], c: usize) -> Result<Array4<f32>, StoreError> {
+        let (_, _, h, w) = self.dim();
+        let planes: Vec<Array2<f32>> = rows
+            .par_iter()
+            .map(|&i| self.plane(i, c))
+            .collect::<Result<_, _>>()?;
+        let mut out = Array4::zeros((rows.len(), 1, h, w));
+        for (n, p) in planes.into_iter().enumerate() {
+            out.slice_mut(ndarray::s![n, 0, .., ..]).assign(&p);
+        }
+        Ok(out)
+    }
+
+    /// Every slice, in memory (small sets and tests).
+    pub fn to_array(&self) -> Result<Array4<f32>, StoreError> {
+        let all: Vec<usize> = (0..self.len()).collect();
+        self.gather(&all)
     }
 }
 
@@ -192,50 +328,57 @@ impl<'a> Loader<'a> {
         order
     }
 
-    /// Batch `index` of `epoch` on `device`.
-    pub fn batch(&self, epoch: u64, index: usize, device: &Device) -> Option<Batch> {
+    /// Batch `index` of `epoch` on `device` (`None` past the last); its slices are read from
+    /// the store now.
+    pub fn batch(
+        &self,
+        epoch: u64,
+        index: usize,
+        device: &Device,
+    ) -> Result<Option<Batch>, StoreError> {
         let order = self.order(epoch);
         let start = index * self.batch_size;
         let rows: Vec<usize> = order
-            .get(start..)?
+            .get(start..)
+            .unwrap_or_default()
             .iter()
             .take(self.batch_size)
             .copied()
             .collect();
         if rows.is_empty() {
-            return None;
+            return Ok(None);
         }
         let label = self.set.channel(LABEL);
-        let [_, c, h, w] = <[usize; 4]>::try_from(self.set.data.shape()).ok()?;
+        let (_, c, h, w) = self.set.dim();
         let slices: Vec<Array3<f32>> = rows
             .par_iter()
             .enumerate()
             .map(|(k, &row)| {
                 let mut rng =
                     ChaCha8Rng::seed_from_u64(stream(self.seed, epoch, (start + k) as u64));
-                augment(
-                    self.set.data.index_axis(Axis(0), row),
-                    &self.augment,
-                    label,
-                    &mut rng,
-                )
+                let slice = self.set.slice(row)?;
+                Ok(augment(slice.view(), &self.augment, label, &mut rng))
             })
-            .collect();
+            .collect::<Result<_, StoreError>>()?;
         let mut values = Vec::with_capacity(rows.len() * c * h * w);
         for s in &slices {
             values.extend(s.iter().copied());
         }
         let data = TensorData::new(values, [rows.len(), c, h, w]);
-        Some(Batch {
+        Ok(Some(Batch {
             slices: Tensor::from_data(data, device),
             rows,
-        })
+        }))
     }
 
     /// Every batch of `epoch`, in order.
-    pub fn epoch(&self, epoch: u64, device: &Device) -> impl Iterator<Item = Batch> + '_ {
+    pub fn epoch(
+        &self,
+        epoch: u64,
+        device: &Device,
+    ) -> impl Iterator<Item = Result<Batch, StoreError>> + '_ {
         let device = device.clone();
-        (0..self.batches()).filter_map(move |i| self.batch(epoch, i, &device))
+        (0..self.batches()).filter_map(move |i| self.batch(epoch, i, &device).transpose())
     }
 }
 

@@ -10,7 +10,7 @@ pub use loader::{Batch, Loader, SliceSet, augment};
 pub use manifest::{
     ManifestRow, read_manifest, read_parquet, text_column, write_manifest, write_parquet,
 };
-pub use safetensors::{read_shard, shard_shape, write_shard};
+pub use safetensors::{read_shard, shard_layout, shard_shape, write_shard};
 
 use std::path::PathBuf;
 
@@ -22,6 +22,12 @@ pub enum StoreError {
         path: PathBuf,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
     },
     #[error("{path}: {what}")]
     Invalid { path: PathBuf, what: String },

@@ -130,6 +130,11 @@ fn check_data(path: &Path, header: &Header, data_bytes: usize) -> Result<(), Sto
 /// size, to know the data is all there): the same checks as [`read_shard`] without reading
 /// the slices.
 pub fn shard_shape(path: &Path) -> Result<([usize; 4], Vec<String>), StoreError> {
+    shard_layout(path).map(|(shape, channels, _)| (shape, channels))
+}
+
+/// A shard's shape, channel names and the byte offset of its first slice, from its header.
+pub fn shard_layout(path: &Path) -> Result<([usize; 4], Vec<String>, u64), StoreError> {
     use std::io::Read;
     let io = |e: std::io::Error| StoreError::Write {
         path: path.to_owned(),
@@ -149,7 +154,7 @@ pub fn shard_shape(path: &Path) -> Result<([usize; 4], Vec<String>), StoreError>
     file.read_exact(&mut bytes[8..]).map_err(io)?;
     let header = parse_header(path, &bytes)?;
     check_data(path, &header, size.saturating_sub(header.data_start))?;
-    Ok((header.shape, header.channels))
+    Ok((header.shape, header.channels, header.data_start as u64))
 }
 
 /// Reads a shard written by [`write_shard`]: the tensor and its channel names.

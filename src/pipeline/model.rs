@@ -49,7 +49,7 @@ pub fn diffusion_trainer(
     run_dir: &std::path::Path,
 ) -> Result<DiffusionTrainer, String> {
     let conditioning = Conditioning::new(model, set).map_err(|e| e.to_string())?;
-    let (h, w) = (set.data.shape()[2], set.data.shape()[3]);
+    let (_, _, h, w) = set.dim();
     let spec = UnetSpec::from_model(
         model,
         conditioning.in_channels(),
@@ -110,7 +110,8 @@ pub fn gan_trainer(
     // Whole-condition dropout trains the unconditional model classifier-free guidance needs;
     // a GAN has no such guidance, and with the L1 term it would only pull G to the mean image.
     conditioning.cond_dropout = 0.0;
-    let size = [set.data.shape()[2], set.data.shape()[3]];
+    let (_, _, h, w) = set.dim();
+    let size = [h, w];
     Ok(GanTrainer {
         inputs: GanInputs {
             spec: gan_spec(file, model, &conditioning, size),

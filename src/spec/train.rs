@@ -65,6 +65,11 @@ pub struct TrainSection {
     /// Passes over the training slices. Default 50.
     #[serde(default = "default_epochs")]
     pub epochs: u32,
+    /// Stop after this many optimizer steps in all, even before `epochs` are done: a budget
+    /// for a large cohort, or a quick trial. The learning-rate schedule ends there too.
+    /// Default: no cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_steps: Option<u32>,
     /// Slices per batch. Default 16.
     #[serde(default = "default_batch_size")]
     pub batch_size: u32,
@@ -112,6 +117,7 @@ impl Default for TrainSection {
     fn default() -> Self {
         Self {
             epochs: default_epochs(),
+            max_steps: None,
             batch_size: default_batch_size(),
             optimizer: OptimizerKind::default(),
             lr: None,

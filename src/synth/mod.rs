@@ -19,6 +19,8 @@ pub use gan::SaganGenerator;
 pub enum SynthError {
     #[error("{0}")]
     Setup(String),
+    #[error(transparent)]
+    Store(#[from] crate::dataset::StoreError),
     #[error("{path}: {what}")]
     Checkpoint {
         path: std::path::PathBuf,

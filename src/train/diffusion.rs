@@ -79,11 +79,11 @@ impl Conditioning {
         };
         let label = if model.task == Task::LabelToImage {
             let c = channel(set, LABEL, "model.task = \"label-to-image\"")?;
-            let max = set
-                .data
-                .index_axis(ndarray::Axis(1), c)
-                .iter()
-                .fold(0f32, |a, &b| a.max(b));
+            let mut max = 0f32;
+            for i in 0..set.len() {
+                let plane = set.plane(i, c).map_err(TrainError::Store)?;
+                max = plane.iter().fold(max, |a, &b| a.max(b));
+            }
             Some((c, (max.round() as usize + 1).max(2)))
         } else {
             None
@@ -290,12 +290,13 @@ impl DiffusionTrainer {
     }
 
     /// Mean loss over a set (no dropout, no gradients), with draws from a fixed stream.
-    pub fn evaluate(&self, net: &Unet, set: &SliceSet, device: &Device) -> f64 {
+    pub fn evaluate(&self, net: &Unet, set: &SliceSet, device: &Device) -> Result<f64, TrainError> {
         let loader = Loader::in_order(set, self.train.batch_size as usize);
         let mut rng = ChaCha8Rng::seed_from_u64(stream(self.seed, u64::MAX));
         let mut total = 0.0;
         let mut n = 0.0;
         for batch in loader.epoch(0, device) {
+            let batch = batch?;
             let b = batch.rows.len() as f64;
             total += self
                 .loss(net, set, &batch, &mut rng, false)
@@ -303,7 +304,7 @@ impl DiffusionTrainer {
                 * b;
             n += b;
         }
-        if n > 0.0 { total / n } else { f64::NAN }
+        Ok(if n > 0.0 { total / n } else { f64::NAN })
     }
 
     /// Trains on `set` (rows whose targets are missing are left out), validating on `val`
@@ -328,6 +329,10 @@ impl DiffusionTrainer {
         );
         let per_epoch = loader.batches() as u64;
         let total = per_epoch * self.train.epochs as u64;
+        let total = self
+            .train
+            .max_steps
+            .map_or(total, |m| total.min(u64::from(m)));
         let (mut step, mut last) = (0u64, None);
         let extra = serde_json::json!({
             "unet": self.spec,
@@ -367,7 +372,7 @@ impl DiffusionTrainer {
         while step < stop {
             let (epoch, index) = (step / per_epoch, (step % per_epoch) as usize);
             let mut rng = ChaCha8Rng::seed_from_u64(stream(self.seed, step));
-            let Some(batch) = loader.batch(epoch, index, &ad) else {
+            let Some(batch) = loader.batch(epoch, index, &ad)? else {
                 break;
             };
             let loss = self.loss(&net, &usable, &batch, &mut rng, true);
@@ -392,7 +397,7 @@ impl DiffusionTrainer {
             let rate = (step - first) as f64 / started.elapsed().as_secs_f64().max(1e-9);
             let end_of_epoch = step % per_epoch == 0;
             let val_loss = match (end_of_epoch, val) {
-                (true, Some(v)) if !v.is_empty() => Some(self.evaluate(&ema.model, v, device)),
+                (true, Some(v)) if !v.is_empty() => Some(self.evaluate(&ema.model, v, device)?),
                 _ => None,
             };
             log.push(LogRow {

@@ -220,16 +220,22 @@ impl GanTrainer {
 
     /// Mean |G(condition) − real| over a set (paired tasks; no dropout, running statistics),
     /// or `None` for generation, whose samples have no pixelwise reference.
-    pub fn evaluate(&self, g: &GanGenerator, set: &SliceSet, device: &Device) -> Option<f64> {
+    pub fn evaluate(
+        &self,
+        g: &GanGenerator,
+        set: &SliceSet,
+        device: &Device,
+    ) -> Result<Option<f64>, TrainError> {
         if !self.inputs.conditioning.task.uses_inputs() && self.inputs.conditioning.label.is_none()
         {
-            return None;
+            return Ok(None);
         }
         let classes = SliceClasses::new(&set.rows, self.spec().classes);
         let loader = Loader::in_order(set, self.train.batch_size as usize);
         let mut rng = ChaCha8Rng::seed_from_u64(stream(self.seed, u64::MAX));
         let (mut total, mut n) = (0.0, 0.0);
         for batch in loader.epoch(0, device) {
+            let batch = batch?;
             let host = HostBatch::new(set, &batch);
             let (real, input) = self.batch_inputs(&host, &classes, false, &mut rng, device);
             let (fake, _) = g.forward(&input, self.spec().output_range, false);
@@ -237,7 +243,7 @@ impl GanTrainer {
             total += (fake - real).abs().mean().into_scalar::<f32>() as f64 * b;
             n += b;
         }
-        (n > 0.0).then(|| total / n)
+        Ok((n > 0.0).then(|| total / n))
     }
 
     /// Trains on `set` (rows whose targets are missing are left out), validating on `val`
@@ -267,6 +273,10 @@ impl GanTrainer {
         );
         let per_epoch = loader.batches() as u64;
         let total = per_epoch * self.train.epochs as u64;
+        let total = self
+            .train
+            .max_steps
+            .map_or(total, |m| total.min(u64::from(m)));
         let (mut step, mut last) = (0u64, None);
         let extra = serde_json::json!({
             "gan": self.spec(),
@@ -306,7 +316,7 @@ impl GanTrainer {
         while step < stop {
             let (epoch, index) = (step / per_epoch, (step % per_epoch) as usize);
             let mut rng = ChaCha8Rng::seed_from_u64(stream(self.seed, step));
-            let Some(batch) = loader.batch(epoch, index, &ad) else {
+            let Some(batch) = loader.batch(epoch, index, &ad)? else {
                 break;
             };
             let lr_g = warmup_lr(
@@ -352,7 +362,7 @@ impl GanTrainer {
             step += 1;
             let rate = (step - first) as f64 / started.elapsed().as_secs_f64().max(1e-9);
             let val_loss = match (step % per_epoch == 0, val) {
-                (true, Some(v)) if !v.is_empty() => self.evaluate(&ema.model, v, device),
+                (true, Some(v)) if !v.is_empty() => self.evaluate(&ema.model, v, device)?,
                 _ => None,
             };
             let d_loss = d_total / self.gan.n_dis.max(1) as f64;

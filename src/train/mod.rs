@@ -125,7 +125,7 @@ pub(crate) fn resumable(train: &TrainSection, kind: ModelKind) -> serde_json::Va
     };
     let mut v = serde_json::to_value(resolved).unwrap_or_default();
     if let Some(map) = v.as_object_mut() {
-        for key in ["epochs", "checkpoint_every", "device"] {
+        for key in ["epochs", "max_steps", "checkpoint_every", "device"] {
             map.remove(key);
         }
     }
@@ -218,4 +218,7 @@ pub enum TrainError {
     Io { path: PathBuf, what: String },
     #[error("{0}")]
     Setup(String),
+    /// Reading the slice store failed.
+    #[error(transparent)]
+    Store(#[from] crate::dataset::StoreError),
 }

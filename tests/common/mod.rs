@@ -156,10 +156,10 @@ pub fn t1_t2_slices(count: usize) -> medsynth::dataset::SliceSet {
     let mid = cut.len() / 2;
     let picked = &cut[mid - count / 2..mid - count / 2 + count];
     let views: Vec<_> = picked.iter().map(|s| s.data.view()).collect();
-    medsynth::dataset::SliceSet {
-        channels: order.to_vec(),
-        data: ndarray::stack(ndarray::Axis(0), &views).unwrap(),
-        rows: picked
+    medsynth::dataset::SliceSet::from_memory(
+        order.to_vec(),
+        ndarray::stack(ndarray::Axis(0), &views).unwrap(),
+        picked
             .iter()
             .map(|s| medsynth::dataset::ManifestRow {
                 subject: "sub-001".into(),
@@ -175,7 +175,7 @@ pub fn t1_t2_slices(count: usize) -> medsynth::dataset::SliceSet {
                 record: String::new(),
             })
             .collect(),
-    }
+    )
 }
 
 /// SSIM (data range 2, for [-1, 1] slices) of channel `ca` of each slice of `a` against

@@ -31,11 +31,36 @@ fn by_subject(set: &SliceSet) -> BTreeMap<String, Vec<usize>> {
     out
 }
 
-fn pick<'a>(set: &'a SliceSet, rows: &[usize]) -> (ndarray::Array4<f32>, Vec<&'a ManifestRow>) {
-    (
-        set.data.select(ndarray::Axis(0), rows),
+type Picked<'a> = (ndarray::Array4<f32>, Vec<&'a ManifestRow>);
+
+/// Slices `rows` of `set`, read from the store, and their rows.
+fn pick<'a>(set: &'a SliceSet, rows: &[usize]) -> Result<Picked<'a>, crate::dataset::StoreError> {
+    Ok((
+        set.gather(rows)?,
         rows.iter().map(|&i| &set.rows[i]).collect(),
-    )
+    ))
+}
+
+/// Slices per Inception pass: features are computed a chunk at a time, so memory does not
+/// grow with the split.
+const CHUNK: usize = 256;
+
+/// Inception features of the images `images` gives for each chunk of `rows`.
+fn chunked_features(
+    net: &FidInception,
+    rows: &[usize],
+    images: impl Fn(&[usize]) -> Result<ndarray::Array4<f32>, String>,
+    range: [f32; 2],
+    device: &burn::tensor::Device,
+    path: &Path,
+) -> Result<ndarray::Array2<f64>, RunError> {
+    let mut parts = Vec::new();
+    for chunk in rows.chunks(CHUNK) {
+        let x = images(chunk).map_err(|e| failed(path, e))?;
+        parts.push(slice_features(net, &x, range, device).map_err(|e| failed(path, e))?);
+    }
+    let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
+    ndarray::concatenate(ndarray::Axis(0), &views).map_err(|e| failed(path, e))
 }
 
 /// Writes the rows as parquet.
@@ -83,6 +108,7 @@ struct Scoring {
     real_set: SliceSet,
     fake_set: SliceSet,
     variant: PathBuf,
+    store_dir: PathBuf,
 }
 
 fn scoring(run: &Run, store: &Store, synthesized: &Synthesized) -> Result<Scoring, RunError> {
@@ -154,6 +180,7 @@ fn scoring(run: &Run, store: &Store, synthesized: &Synthesized) -> Result<Scorin
         real_set,
         fake_set,
         variant: variant.clone(),
+        store_dir: store.dir.clone(),
     })
 }
 
@@ -192,6 +219,7 @@ fn subject_rows(scoring: &Scoring, subjects: &Subjects) -> Result<Vec<MetricRow>
         real_set,
         fake_set,
         variant,
+        store_dir,
         ..
     } = scoring;
     let Some(model) = &file.model else {
@@ -227,14 +255,16 @@ fn subject_rows(scoring: &Scoring, subjects: &Subjects) -> Result<Vec<MetricRow>
             for (method, generator) in methods {
                 let fake = match generator {
                     None => {
-                        let (data, described) = pick(fake_set, fake_rows);
+                        let (data, described) =
+                            pick(fake_set, fake_rows).map_err(|e| failed(variant, e))?;
                         to_original_grid(&data, &described, t, target)
                     }
                     Some(g) if g.targets().first().map(String::as_str) == Some(target) => {
                         let Some(rows) = reals.get(subject) else {
                             continue;
                         };
-                        let (data, described) = pick(real_set, rows);
+                        let (data, described) =
+                            pick(real_set, rows).map_err(|e| failed(store_dir, e))?;
                         g.generate(&data, &described, &vec![0; described.len()])
                             .and_then(|out| to_original_grid(&out, &described, 0, target))
                     }
@@ -334,27 +364,51 @@ fn finish(
             if with_target.len() < 2 {
                 continue;
             }
-            let real_images = channel_of(&real_set.data, &with_target, rc);
-            let range = clip.unwrap_or_else(|| value_range(&real_images));
-            tracing::info!(%target, slices = real_images.dim().0, "Inception features of the real slices");
+            let real_images =
+                |rows: &[usize]| real_set.gather_channel(rows, rc).map_err(|e| e.to_string());
+            let range = match clip {
+                Some(r) => r,
+                None => {
+                    let mut range = [f32::INFINITY, f32::NEG_INFINITY];
+                    for chunk in with_target.chunks(CHUNK) {
+                        let [lo, hi] =
+                            value_range(&real_images(chunk).map_err(|e| failed(&store.dir, e))?);
+                        range = [range[0].min(lo), range[1].max(hi)];
+                    }
+                    range
+                }
+            };
+            tracing::info!(%target, slices = with_target.len(), "Inception features of the real slices");
             let real_features =
-                slice_features(&net, &real_images, range, &device).map_err(|e| failed(w, e))?;
+                chunked_features(&net, &with_target, real_images, range, &device, w)?;
+            let every: Vec<usize> = (0..real_set.len()).collect();
             for (method, generator) in &methods {
-                let fake_images = match generator {
-                    None => channel_of(&fake_set.data, &(0..fake_set.len()).collect::<Vec<_>>(), t),
+                let fake_features = match generator {
+                    None => {
+                        let all: Vec<usize> = (0..fake_set.len()).collect();
+                        let images = |rows: &[usize]| {
+                            fake_set.gather_channel(rows, t).map_err(|e| e.to_string())
+                        };
+                        tracing::info!(%method, %target, slices = all.len(), "Inception features");
+                        chunked_features(&net, &all, images, range, &device, w)?
+                    }
                     Some(g) if g.targets().first().map(String::as_str) == Some(target) => {
-                        let rows: Vec<&ManifestRow> = real_set.rows.iter().collect();
-                        let out = g
-                            .generate(&real_set.data, &rows, &vec![0; rows.len()])
-                            .map_err(|e| failed(&store.dir, e))?;
-                        channel_of(&out, &(0..out.dim().0).collect::<Vec<_>>(), 0)
+                        let images = |rows: &[usize]| {
+                            let (x, described) =
+                                pick(&real_set, rows).map_err(|e| e.to_string())?;
+                            let out = g
+                                .generate(&x, &described, &vec![0; described.len()])
+                                .map_err(|e| e.to_string())?;
+                            Ok(out.slice_move(ndarray::s![.., 0..1, .., ..]))
+                        };
+                        tracing::info!(%method, %target, slices = every.len(), "Inception features");
+                        chunked_features(&net, &every, images, range, &device, w)?
                     }
                     Some(_) => continue,
                 };
-                tracing::info!(%method, %target, slices = fake_images.dim().0, "Inception features");
-                let (fid, (kid, _)) = slice_features(&net, &fake_images, range, &device)
-                    .and_then(|f| distances(&real_features, &f, section.kid_subsets, seed))
-                    .map_err(|e| failed(w, e))?;
+                let (fid, (kid, _)) =
+                    distances(&real_features, &fake_features, section.kid_subsets, seed)
+                        .map_err(|e| failed(w, e))?;
                 for m in &set_level {
                     rows.push(MetricRow {
                         method: method.clone(),
@@ -504,17 +558,6 @@ fn fid_weights(
              expected pt_inception-2015-12-05-6726825d.pth",
         ))
     }
-}
-
-/// Channel `c` of rows `rows` as grey images `[N, 1, H, W]`.
-fn channel_of(data: &ndarray::Array4<f32>, rows: &[usize], c: usize) -> ndarray::Array4<f32> {
-    let (_, _, h, w) = data.dim();
-    let mut out = ndarray::Array4::<f32>::zeros((rows.len(), 1, h, w));
-    for (n, &i) in rows.iter().enumerate() {
-        out.slice_mut(ndarray::s![n, 0, .., ..])
-            .assign(&data.slice(ndarray::s![i, c, .., ..]));
-    }
-    out
 }
 
 /// The method name of the model in metrics: its kind.

@@ -394,12 +394,14 @@ fn samples(run: &Run, store: &Store, synth: &Synthesized) -> Result<Vec<Section>
                 let Some(j) = find_real(&fake.rows[i]) else {
                     continue;
                 };
-                let f = fake.data.slice(s![i, t, .., ..]);
+                let fake_slice = fake.slice(i).map_err(|e| failed(variant, e))?;
+                let real_slice = real.slice(j).map_err(|e| failed(&store.dir, e))?;
+                let f = fake_slice.slice(s![t, .., ..]);
                 let (lo, hi) = window(f.iter().copied(), clip);
                 let mut row: Vec<Picture> = inputs
                     .iter()
                     .map(|(name, c)| {
-                        let x = real.data.slice(s![j, *c, .., ..]);
+                        let x = real_slice.slice(s![*c, .., ..]);
                         if name == crate::preprocess::LABEL {
                             heat(x, 0.0, 3.0)
                         } else {
@@ -408,11 +410,11 @@ fn samples(run: &Run, store: &Store, synth: &Synthesized) -> Result<Vec<Section>
                     })
                     .collect();
                 if let Some(c) = real_target {
-                    row.push(grey(real.data.slice(s![j, c, .., ..]), lo, hi));
+                    row.push(grey(real_slice.slice(s![c, .., ..]), lo, hi));
                 }
                 row.push(grey(f, lo, hi));
                 if let Some(c) = real_target {
-                    let err = (&real.data.slice(s![j, c, .., ..]) - &f).mapv(f32::abs);
+                    let err = (&real_slice.slice(s![c, .., ..]) - &f).mapv(f32::abs);
                     row.push(heat(err.view(), 0.0, (hi - lo) * 0.5));
                 }
                 tiles.push(row.into_iter().map(|p| p.enlarged(ENLARGE)).collect());
@@ -451,9 +453,9 @@ fn samples(run: &Run, store: &Store, synth: &Synthesized) -> Result<Vec<Section>
                     if k >= a.dim().0 {
                         continue;
                     }
-                    let f = fake.data.slice(s![i, t, .., ..]);
+                    let f = fake.plane(i, t).map_err(|e| failed(variant, e))?;
                     let (lo, hi) = window(f.iter().copied(), clip);
-                    let base = grey(f, lo, hi);
+                    let base = grey(f.view(), lo, hi);
                     let m = a.slice(s![k, 0, .., ..]);
                     let top = m.iter().copied().fold(1.0f32, f32::max);
                     tiles.push(vec![

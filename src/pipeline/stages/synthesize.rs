@@ -100,7 +100,7 @@ pub fn run(run: &mut Run, store: &Store, checkpoint: &Path) -> Result<Synthesize
         // Sampled outputs of the subjects in flight, and how many of their slices are in.
         let mut outs: BTreeMap<usize, (Array4<f32>, usize)> = BTreeMap::new();
         let mut next = 0usize;
-        let (_, c, h, w) = set.data.dim();
+        let (_, c, h, w) = set.dim();
         let mut finish = |run: &mut Run,
                           upto: usize,
                           outs: &mut BTreeMap<usize, (Array4<f32>, usize)>,
@@ -129,7 +129,7 @@ pub fn run(run: &mut Run, store: &Store, checkpoint: &Path) -> Result<Synthesize
                 let i = rows[n];
                 batch
                     .index_axis_mut(Axis(0), m)
-                    .assign(&set.data.index_axis(Axis(0), i));
+                    .assign(&set.slice(i).map_err(|e| failed(&store.dir, e))?);
                 described.push(&set.rows[i]);
                 seeds.push(slice_seed(
                     subject_seed(file.pipeline.seed, subject, v),
@@ -314,7 +314,7 @@ impl VariantWriter<'_> {
             for (n, &i) in rows.iter().enumerate() {
                 labels
                     .slice_mut(ndarray::s![n, 0, .., ..])
-                    .assign(&set.data.slice(ndarray::s![i, lc, .., ..]));
+                    .assign(&set.plane(i, lc).map_err(|e| failed(&shard, e))?);
             }
             let (label, _) =
                 to_original_grid(&labels, &described, 0, LABEL).map_err(|e| failed(&shard, e))?;
@@ -356,22 +356,15 @@ impl VariantWriter<'_> {
     ) -> Result<(), RunError> {
         let set = self.set;
         let picks = report_positions(rows.len());
-        let (_, c, h, w) = set.data.dim();
-        let mut slices = Array4::<f32>::zeros((picks.len(), c, h, w));
-        let mut outs = Array4::<f32>::zeros((picks.len(), out.dim().1, h, w));
-        for (n, &p) in picks.iter().enumerate() {
-            slices
-                .index_axis_mut(Axis(0), n)
-                .assign(&set.data.index_axis(Axis(0), rows[p]));
-            outs.index_axis_mut(Axis(0), n)
-                .assign(&out.index_axis(Axis(0), p));
-        }
+        let path = attention_maps(run.dir(), subject);
+        let picked: Vec<usize> = picks.iter().map(|&p| rows[p]).collect();
+        let slices = set.gather(&picked).map_err(|e| failed(&path, e))?;
+        let outs = out.select(Axis(0), &picks);
         let described: Vec<&ManifestRow> = picks.iter().map(|&p| &set.rows[rows[p]]).collect();
         let seeds: Vec<u64> = described.iter().map(|r| slice_seed(seed, r)).collect();
         let Some(result) = self.generator.attention(&slices, &described, &outs, &seeds) else {
             return Ok(());
         };
-        let path = attention_maps(run.dir(), subject);
         let maps = result.map_err(|e| failed(&path, e))?.insert_axis(Axis(1));
         let meta: BTreeMap<String, String> = [
             ("subject".to_owned(), subject.to_owned()),
