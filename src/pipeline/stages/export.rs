@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 use crate::pipeline::handoff::{NnunetExport, Skip, Subjects};
 use crate::pipeline::{Run, RunError, Stage, Store, now_rfc3339};
-use crate::preprocess::{Interpolation, LABEL, resample_onto, same_grid};
+use crate::preprocess::{Interpolation, LABEL, SubjectInputs, resample_onto, same_grid};
 use crate::spec::{InputFormat, Task};
 use crate::volume::{Geometry, Volume, nifti, write_nifti};
 
@@ -127,34 +127,44 @@ fn label_values(v: &Volume) -> Result<BTreeSet<u32>, String> {
     Ok(out)
 }
 
-/// Collects the cases of the export; subjects that cannot make a full case are skipped.
-fn cases(
-    run: &Run,
-    store: &Store,
-    subjects: &Subjects,
+/// What every subject's cases share.
+struct CaseSource<'a> {
+    run: &'a Run,
+    modalities: &'a [String],
+    targets: Vec<String>,
+    reference: Option<String>,
+    label_to_image: bool,
     variants: usize,
-    modalities: &[String],
-) -> Result<(Vec<Case>, Vec<Skip>), RunError> {
-    let file = &run.plan.file;
-    let mut split: BTreeMap<&str, &str> = BTreeMap::new();
-    for r in &store.rows {
-        split.insert(r.subject.as_str(), r.split.as_str());
+}
+
+impl<'a> CaseSource<'a> {
+    fn new(run: &'a Run, modalities: &'a [String], variants: usize) -> Self {
+        let file = &run.plan.file;
+        CaseSource {
+            run,
+            modalities,
+            targets: file
+                .model
+                .as_ref()
+                .map(|m| m.target.iter().map(str::to_owned).collect())
+                .unwrap_or_default(),
+            reference: file.preprocess.reference.clone(),
+            label_to_image: file.model.as_ref().map(|m| m.task) == Some(Task::LabelToImage),
+            variants,
+        }
     }
-    let label_to_image = file.model.as_ref().map(|m| m.task) == Some(Task::LabelToImage);
-    let targets: Vec<String> = file
-        .model
-        .as_ref()
-        .map(|m| m.target.iter().map(str::to_owned).collect())
-        .unwrap_or_default();
-    let reference = file.preprocess.reference.clone();
-    let mut out = Vec::new();
-    let mut skipped = Vec::new();
-    for subject in &subjects.usable {
-        let Some(&subject_split) = split.get(subject.id.as_str()) else {
-            continue; // no slice of it made it into the store
-        };
+
+    /// The cases of one subject, read from disk (its own and, for label-to-image, one per
+    /// synthesized variant), sorted by id; or why it cannot make a full case.
+    fn cases(
+        &self,
+        subject: &SubjectInputs,
+        subject_split: &str,
+    ) -> Result<Result<Vec<Case>, Skip>, RunError> {
+        let (run, modalities) = (self.run, self.modalities);
         // The case grid: the reference modality's, else the first the subject has.
-        let grid_source = reference
+        let grid_source = self
+            .reference
             .as_ref()
             .filter(|r| subject.modalities.contains_key(*r))
             .or_else(|| {
@@ -163,7 +173,7 @@ fn cases(
                     .find(|m| subject.modalities.contains_key(*m))
             });
         let Some(grid_source) = grid_source else {
-            continue;
+            return Ok(Ok(Vec::new()));
         };
         let grid_path = subject.modalities[grid_source].path();
         let grid = subject.modalities[grid_source]
@@ -193,15 +203,14 @@ fn cases(
             }
         }
         if !missing.is_empty() {
-            skipped.push(Skip {
+            return Ok(Err(Skip {
                 subject: subject.id.clone(),
                 stage: Stage::Output,
                 reason: format!(
                     "left out of the nnU-Net export: no real or synthesized {}",
                     missing.join(", ")
                 ),
-            });
-            continue;
+            }));
         }
         let label = match &subject.label {
             Some(p) => {
@@ -211,13 +220,14 @@ fn cases(
             None => None,
         };
         let training = subject_split != "test" && label.is_some();
+        let mut out = Vec::new();
         // Augmentation: each synthesized variant of a labelled training subject.
-        if label_to_image && training {
-            for k in 0..variants {
+        if self.label_to_image && training {
+            for k in 0..self.variants {
                 let mut extra = Vec::new();
                 for (m, real) in modalities.iter().zip(&channels) {
                     let path = synthetic_path(run, k, &subject.id, m);
-                    if targets.contains(m) && path.is_file() {
+                    if self.targets.contains(m) && path.is_file() {
                         let v = nifti::read(&path).map_err(|e| failed(&path, e))?;
                         let v = on_grid(v, &grid, Interpolation::Linear)
                             .map_err(|e| failed(&path, e))?;
@@ -247,9 +257,60 @@ fn cases(
             channels,
             label,
         });
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(Ok(out))
     }
-    out.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok((out, skipped))
+}
+
+/// Writes one case's images (and its label, for training cases) into the dataset folder
+/// `tmp`; returns its files as (name in the dataset, kind, subject, source).
+fn write_case(
+    run: &Run,
+    tmp: &Path,
+    case: &Case,
+    modalities: &[String],
+    values: &mut BTreeSet<u32>,
+    synthetic: &mut Vec<(String, String)>,
+) -> Result<Vec<(String, &'static str, String, String)>, RunError> {
+    let mut written = Vec::new();
+    let images = if case.training {
+        "imagesTr"
+    } else {
+        "imagesTs"
+    };
+    for (k, (channel, modality)) in case.channels.iter().zip(modalities).enumerate() {
+        let rel = format!("{images}/{}_{k:04}{FILE_ENDING}", case.id);
+        let path = tmp.join(&rel);
+        let description = match channel {
+            Channel::Real(_) => modality.to_string(),
+            Channel::Synthetic { .. } => format!("medsynth synthetic {modality}"),
+        };
+        write_nifti(&path, channel.volume(), &description).map_err(|e| failed(&path, e))?;
+        let (kind, source) = match channel {
+            Channel::Real(v) => ("nnunet-image", v.source.path.to_string_lossy().into_owned()),
+            Channel::Synthetic { from, .. } => {
+                synthetic.push((case.id.clone(), modality.clone()));
+                ("nnunet-image-synthetic", run.artifact_name(from))
+            }
+        };
+        written.push((rel, kind, case.subject.clone(), source));
+    }
+    if let (true, Some(label)) = (case.training, &case.label) {
+        let found = label_values(label).map_err(|e| failed(&label.source.path, e))?;
+        values.extend(found);
+        let rel = format!("labelsTr/{}{FILE_ENDING}", case.id);
+        let path = tmp.join(&rel);
+        let mut l = label.clone();
+        l.data.mapv_inplace(f32::round);
+        write_nifti(&path, &l, "label").map_err(|e| failed(&path, e))?;
+        written.push((
+            rel,
+            "nnunet-label",
+            case.subject.clone(),
+            label.source.path.to_string_lossy().into_owned(),
+        ));
+    }
+    Ok(written)
 }
 
 /// Writes the export for `run`.
@@ -279,56 +340,49 @@ pub fn run(
         std::fs::create_dir_all(&d).map_err(|e| failed(&d, e))?;
     }
     let modalities = modalities(store);
-    let (cases, skipped) = cases(run, store, subjects, variants, &modalities)?;
-    for s in &skipped {
-        tracing::warn!(subject = %s.subject, "{}", s.reason);
+    let mut split: BTreeMap<&str, &str> = BTreeMap::new();
+    for r in &store.rows {
+        split.insert(r.subject.as_str(), r.split.as_str());
     }
+    let mut usable: Vec<&SubjectInputs> = subjects.usable.iter().collect();
+    usable.sort_by(|a, b| a.id.cmp(&b.id));
+    let source = CaseSource::new(run, &modalities, variants);
 
-    // Write every case, collecting provenance as (file name in the dataset, kind, case
-    // subject, source).
+    // Write every case, a subject at a time (only its volumes are in memory), collecting
+    // provenance as (file name in the dataset, kind, case subject, source).
     let mut written: Vec<(String, &'static str, String, String)> = Vec::new();
     let mut values = BTreeSet::new();
     let mut synthetic = Vec::new();
-    for case in &cases {
-        let images = if case.training {
-            "imagesTr"
-        } else {
-            "imagesTs"
+    let mut skipped = Vec::new();
+    let (mut training, mut test) = (0usize, 0usize);
+    for subject in usable {
+        let Some(&subject_split) = split.get(subject.id.as_str()) else {
+            continue; // no slice of it made it into the store
         };
-        for (k, (channel, modality)) in case.channels.iter().zip(&modalities).enumerate() {
-            let rel = format!("{images}/{}_{k:04}{FILE_ENDING}", case.id);
-            let path = tmp.join(&rel);
-            let description = match channel {
-                Channel::Real(_) => modality.to_string(),
-                Channel::Synthetic { .. } => format!("medsynth synthetic {modality}"),
-            };
-            write_nifti(&path, channel.volume(), &description).map_err(|e| failed(&path, e))?;
-            let (kind, source) = match channel {
-                Channel::Real(v) => ("nnunet-image", v.source.path.to_string_lossy().into_owned()),
-                Channel::Synthetic { from, .. } => {
-                    synthetic.push((case.id.clone(), modality.clone()));
-                    ("nnunet-image-synthetic", run.artifact_name(from))
-                }
-            };
-            written.push((rel, kind, case.subject.clone(), source));
-        }
-        if let (true, Some(label)) = (case.training, &case.label) {
-            let found = label_values(label).map_err(|e| failed(&label.source.path, e))?;
-            values.extend(found);
-            let rel = format!("labelsTr/{}{FILE_ENDING}", case.id);
-            let path = tmp.join(&rel);
-            let mut l = label.clone();
-            l.data.mapv_inplace(f32::round);
-            write_nifti(&path, &l, "label").map_err(|e| failed(&path, e))?;
-            written.push((
-                rel,
-                "nnunet-label",
-                case.subject.clone(),
-                label.source.path.to_string_lossy().into_owned(),
-            ));
+        let cases = match source.cases(subject, subject_split)? {
+            Ok(cases) => cases,
+            Err(skip) => {
+                tracing::warn!(subject = %skip.subject, "{}", skip.reason);
+                skipped.push(skip);
+                continue;
+            }
+        };
+        for case in &cases {
+            if case.training {
+                training += 1;
+            } else {
+                test += 1;
+            }
+            written.extend(write_case(
+                run,
+                &tmp,
+                case,
+                &modalities,
+                &mut values,
+                &mut synthetic,
+            )?);
         }
     }
-    let training = cases.iter().filter(|c| c.training).count();
     if training == 0 {
         return Err(RunError::Nothing {
             stage: Stage::Output,
@@ -396,7 +450,7 @@ pub fn run(
     Ok(NnunetExport {
         dir,
         training,
-        test: cases.len() - training,
+        test,
         synthetic,
         skipped,
     })
