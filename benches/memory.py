@@ -143,7 +143,12 @@ def table(results, steps, threads):
             line += f" | {ratio:.2f}x"
         lines.append(line + " |")
     stores = ", ".join(f"N = {n}: {results[n][1]:.0f} MiB" for n in ns)
-    cpu = platform.processor() or platform.machine()
+    cpu = platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
     lines.append("")
     lines.append(
         f"Slice store on disk: {stores}. {threads} threads, {cpu}, "

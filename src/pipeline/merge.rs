@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::context::now_rfc3339;
+use super::context::{Run, now_rfc3339};
 use super::shard::{self, Shard};
 use super::{
     Outcome, Produced, RunError, Stage, Synthesized, evaluate, input, outputs, preprocess,
@@ -53,66 +53,16 @@ fn shard_count(run_dir: &Path) -> Result<usize, RunError> {
 /// Merges the shards of the run in `run_dir`.
 pub fn merge(run_dir: &Path) -> Result<Outcome, RunError> {
     let count = shard_count(run_dir)?;
-    let prepared = shard::prepared(run_dir, count)?;
-    let spec_path = Shard { index: 0, count }
-        .folder(run_dir)
-        .join("pipeline.toml");
-    let file = crate::spec::load(&spec_path).map_err(|e| failed(&spec_path, e))?;
-    // The root as the shards were given it when it leads here from this folder (paths in
-    // provenance then read as a single run's), else made absolute; a moved run folder is
-    // taken where it is.
-    let same = |a: &Path, b: &Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
-    let output = file.output_dir();
-    let root = [&prepared[0].root, &prepared[0].root_absolute]
-        .into_iter()
-        .find(|r| same(&r.join(&output), run_dir))
-        .unwrap_or(&prepared[0].root_absolute)
-        .clone();
-    let mut plan = super::plan(file, &spec_path, &root)?;
-    if !same(&plan.run_dir, run_dir) {
-        plan.run_dir = run_dir.to_owned();
-    }
+    let (plan, root) = merged_plan(run_dir, count)?;
     let synthesizes = plan.stages.contains(&Stage::Synthesize);
     if synthesizes {
-        let missing: Vec<String> = (0..count)
-            .filter(|&index| {
-                !Shard { index, count }
-                    .folder(run_dir)
-                    .join(shard::APPLIED)
-                    .is_file()
-            })
-            .map(|index| format!("{index}/{count}"))
-            .collect();
-        if !missing.is_empty() {
-            return Err(RunError::Nothing {
-                stage: Stage::Output,
-                what: format!(
-                    "shard(s) {} of {} have not finished synthesis (no {}); run them with `medsynth run FILE --shard K/N --stage apply`",
-                    missing.join(", "),
-                    run_dir.display(),
-                    shard::APPLIED
-                ),
-            });
-        }
+        all_applied(run_dir, count)?;
     }
     let (mut run, _lock) = super::begin(plan, &root)?;
-    let started = now_rfc3339();
     // The run folder as the run names it (paths in provenance are relative to it).
     let run_dir = &run.dir().to_owned();
-
-    // Provenance: the training job's rows, then every shard's.
-    let mut sources = vec![run_dir.join("provenance.parquet")];
-    sources.extend((0..count).map(|index| {
-        Shard { index, count }
-            .folder(run_dir)
-            .join("provenance.parquet")
-    }));
-    for path in sources.iter().filter(|p| p.is_file()) {
-        let rows = crate::provenance::read(path).map_err(|e| failed(path, e))?;
-        run.adopt(rows.into_iter().filter(|r| r.artifact != "pipeline.toml"));
-    }
+    adopt_provenance(&mut run, count)?;
     let (store, skipped) = preprocess::gather(&mut run, count)?;
-
     let mut linked = 0usize;
     for index in 0..count {
         let folder = Shard { index, count }.folder(run_dir);
@@ -123,48 +73,11 @@ pub fn merge(run_dir: &Path) -> Result<Outcome, RunError> {
         files = linked,
         "linked the shards' files into the run folder"
     );
-
     let synthesized = if synthesizes {
-        let variants = run
-            .plan
-            .file
-            .synthesize
-            .as_ref()
-            .map_or(1, |s| s.variants.max(1));
-        let mut dirs = Vec::new();
-        let mut slices = 0;
-        for v in 0..variants {
-            let rel = Path::new("synth")
-                .join("slices")
-                .join(format!("variant-{v}"))
-                .join("manifest.parquet");
-            let mut rows: Vec<ManifestRow> = Vec::new();
-            for index in 0..count {
-                // A shard that owned no subject of the split has none.
-                let path = Shard { index, count }.folder(run_dir).join(&rel);
-                if path.is_file() {
-                    rows.extend(read_manifest(&path).map_err(|e| failed(&path, e))?);
-                }
-            }
-            // One process writes subjects in order, each subject's slices in store order.
-            rows.sort_by(|a, b| a.subject.cmp(&b.subject));
-            let path = run_dir.join(&rel);
-            write_manifest(&path, &rows).map_err(|e| failed(&path, e))?;
-            let row = run.row(Stage::Synthesize, "synthetic-manifest", &path, "", &started)?;
-            run.record(row);
-            if v == 0 {
-                slices = rows.len();
-            }
-            dirs.push(path.parent().map(Path::to_owned).unwrap_or_default());
-        }
-        Some(Synthesized {
-            variants: dirs,
-            slices,
-        })
+        Some(synthetic_manifests(&mut run, count)?)
     } else {
         None
     };
-
     let evaluation = match (&run.plan.file.evaluate, &synthesized) {
         (Some(_), Some(s)) => {
             let mut rows = Vec::new();
@@ -200,6 +113,114 @@ pub fn merge(run_dir: &Path) -> Result<Outcome, RunError> {
             evaluation,
         },
     )
+}
+
+/// The plan of the merged run, from shard 0's copy of the pipeline file, and the run root.
+///
+/// The root is the one the shards were given when it leads here from this folder (paths in
+/// provenance then read as a single run's), else that root made absolute; a moved run folder
+/// is taken where it is.
+fn merged_plan(run_dir: &Path, count: usize) -> Result<(super::Plan, PathBuf), RunError> {
+    let prepared = shard::prepared(run_dir, count)?;
+    let spec_path = Shard { index: 0, count }
+        .folder(run_dir)
+        .join("pipeline.toml");
+    let file = crate::spec::load(&spec_path).map_err(|e| failed(&spec_path, e))?;
+    let same = |a: &Path, b: &Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
+    let output = file.output_dir();
+    let root = [&prepared[0].root, &prepared[0].root_absolute]
+        .into_iter()
+        .find(|r| same(&r.join(&output), run_dir))
+        .unwrap_or(&prepared[0].root_absolute)
+        .clone();
+    let mut plan = super::plan(file, &spec_path, &root)?;
+    if !same(&plan.run_dir, run_dir) {
+        plan.run_dir = run_dir.to_owned();
+    }
+    Ok((plan, root))
+}
+
+/// Fails, naming them, when shards have not finished synthesis and evaluation.
+fn all_applied(run_dir: &Path, count: usize) -> Result<(), RunError> {
+    let missing: Vec<String> = (0..count)
+        .filter(|&index| {
+            !Shard { index, count }
+                .folder(run_dir)
+                .join(shard::APPLIED)
+                .is_file()
+        })
+        .map(|index| format!("{index}/{count}"))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(RunError::Nothing {
+        stage: Stage::Output,
+        what: format!(
+            "shard(s) {} of {} have not finished synthesis (no {}); run them with `medsynth run FILE --shard K/N --stage apply`",
+            missing.join(", "),
+            run_dir.display(),
+            shard::APPLIED
+        ),
+    })
+}
+
+/// Takes over the provenance rows of the training job and of every shard.
+fn adopt_provenance(run: &mut Run, count: usize) -> Result<(), RunError> {
+    let run_dir = run.dir().to_owned();
+    let mut sources = vec![run_dir.join("provenance.parquet")];
+    sources.extend((0..count).map(|index| {
+        Shard { index, count }
+            .folder(&run_dir)
+            .join("provenance.parquet")
+    }));
+    for path in sources.iter().filter(|p| p.is_file()) {
+        let rows = crate::provenance::read(path).map_err(|e| failed(path, e))?;
+        run.adopt(rows.into_iter().filter(|r| r.artifact != "pipeline.toml"));
+    }
+    Ok(())
+}
+
+/// Each variant's synthetic manifest from the shards' rows, as one process writes it.
+fn synthetic_manifests(run: &mut Run, count: usize) -> Result<Synthesized, RunError> {
+    let started = now_rfc3339();
+    let run_dir = run.dir().to_owned();
+    let variants = run
+        .plan
+        .file
+        .synthesize
+        .as_ref()
+        .map_or(1, |s| s.variants.max(1));
+    let mut dirs = Vec::new();
+    let mut slices = 0;
+    for v in 0..variants {
+        let rel = Path::new("synth")
+            .join("slices")
+            .join(format!("variant-{v}"))
+            .join("manifest.parquet");
+        let mut rows: Vec<ManifestRow> = Vec::new();
+        for index in 0..count {
+            // A shard that owned no subject of the split has none.
+            let path = Shard { index, count }.folder(&run_dir).join(&rel);
+            if path.is_file() {
+                rows.extend(read_manifest(&path).map_err(|e| failed(&path, e))?);
+            }
+        }
+        // One process writes subjects in order, each subject's slices in store order.
+        rows.sort_by(|a, b| a.subject.cmp(&b.subject));
+        let path = run_dir.join(&rel);
+        write_manifest(&path, &rows).map_err(|e| failed(&path, e))?;
+        let row = run.row(Stage::Synthesize, "synthetic-manifest", &path, "", &started)?;
+        run.record(row);
+        if v == 0 {
+            slices = rows.len();
+        }
+        dirs.push(path.parent().map(Path::to_owned).unwrap_or_default());
+    }
+    Ok(Synthesized {
+        variants: dirs,
+        slices,
+    })
 }
 
 /// Hard-links (or copies, across file systems) every file under `dir` into the same place

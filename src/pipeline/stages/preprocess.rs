@@ -353,18 +353,9 @@ fn splits(
     Ok(listed)
 }
 
-/// Runs the preprocess stage on `subjects`; subjects that fail are added to `skipped`.
-///
-/// The store's key comes from the settings, the seed and the cohort (every usable subject,
-/// and the split list), so every shard of a run computes the same one; each subject's rows
-/// record its inputs' digests, and a subject whose inputs changed is preprocessed again.
-/// A shard writes its subjects' files but not the manifest, which [`gather`] writes once
-/// every shard is done.
-pub fn run(run: &mut Run, subjects: &Subjects, skipped: &mut Vec<Skip>) -> Result<Store, RunError> {
-    let started = now_rfc3339();
-    let file = run.plan.file.clone();
-    let section = &file.preprocess;
-
+/// Each usable subject's input digests (in modality order, then the label's); a subject
+/// whose files cannot be read is added to `skipped`.
+fn hash_inputs(subjects: &Subjects, skipped: &mut Vec<Skip>) -> BTreeMap<String, Vec<String>> {
     let bar = progress(subjects.usable.len(), "hashing");
     // Each subject's input digests, or (subject, why not).
     type Digests = Result<(String, Vec<String>), (String, String)>;
@@ -392,7 +383,7 @@ pub fn run(run: &mut Run, subjects: &Subjects, skipped: &mut Vec<Skip>) -> Resul
         })
         .collect();
     bar.finish();
-    let mut digest_of: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut digest_of = BTreeMap::new();
     for d in digests {
         match d {
             Ok((subject, v)) => {
@@ -408,6 +399,13 @@ pub fn run(run: &mut Run, subjects: &Subjects, skipped: &mut Vec<Skip>) -> Resul
             }
         }
     }
+    digest_of
+}
+
+/// The store's key (settings, seed, cohort and split list) and its folder.
+fn store_location(run: &Run, subjects: &Subjects) -> Result<(String, PathBuf), RunError> {
+    let file = &run.plan.file;
+    let section = &file.preprocess;
     let mut inputs: Vec<Input> = subjects
         .cohort
         .iter()
@@ -423,6 +421,57 @@ pub fn run(run: &mut Run, subjects: &Subjects, skipped: &mut Vec<Skip>) -> Resul
         Some(cache) => run.resolve(cache).join(&key),
         None => run.run_dir().join("slices").join(&key),
     };
+    Ok((key, dir))
+}
+
+/// What a subject's work wrote: its id, shard, sources and preprocessed volumes.
+type Written = (String, PathBuf, Vec<PathBuf>, Vec<PathBuf>);
+
+/// Provenance rows for every subject's shard and preprocessed volumes.
+fn record_written(
+    run: &mut Run,
+    rows: &[ManifestRow],
+    written: Vec<Written>,
+    started: &str,
+) -> Result<(), RunError> {
+    for (subject, shard, srcs, exported) in written {
+        let sha: Vec<String> = rows
+            .iter()
+            .find(|r| r.subject == subject)
+            .map(|r| r.source_sha256.split(',').map(str::to_owned).collect())
+            .unwrap_or_default();
+        let names: Vec<String> = srcs.iter().map(|p| p.display().to_string()).collect();
+        let mut row = run.row(Stage::Preprocess, "slice-shard", &shard, &subject, started)?;
+        row.sources = names.join(";");
+        row.source_sha256 = sha.join(";");
+        run.record(row);
+        for f in crate::pipeline::write::files_of(&exported) {
+            {
+                let mut row =
+                    run.row(Stage::Output, "preprocessed-volume", &f, &subject, started)?;
+                row.sources = names.join(";");
+                row.source_sha256 = sha.join(";");
+                run.record(row);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs the preprocess stage on `subjects`; subjects that fail are added to `skipped`.
+///
+/// The store's key comes from the settings, the seed and the cohort (every usable subject,
+/// and the split list), so every shard of a run computes the same one; each subject's rows
+/// record its inputs' digests, and a subject whose inputs changed is preprocessed again.
+/// A shard writes its subjects' files but not the manifest, which [`gather`] writes once
+/// every shard is done.
+pub fn run(run: &mut Run, subjects: &Subjects, skipped: &mut Vec<Skip>) -> Result<Store, RunError> {
+    let started = now_rfc3339();
+    let file = run.plan.file.clone();
+    let section = &file.preprocess;
+
+    let digest_of = hash_inputs(subjects, skipped);
+    let (key, dir) = store_location(run, subjects)?;
     let modalities = file.declared_modalities();
     let channels = channel_names(
         &modalities,
@@ -517,27 +566,7 @@ pub fn run(run: &mut Run, subjects: &Subjects, skipped: &mut Vec<Skip>) -> Resul
             .map_err(|e| RunError::failed(Stage::Preprocess, &manifest, e))?,
     }
 
-    for (subject, shard, srcs, exported) in written {
-        let sha: Vec<String> = rows
-            .iter()
-            .find(|r| r.subject == subject)
-            .map(|r| r.source_sha256.split(',').map(str::to_owned).collect())
-            .unwrap_or_default();
-        let names: Vec<String> = srcs.iter().map(|p| p.display().to_string()).collect();
-        let mut row = run.row(Stage::Preprocess, "slice-shard", &shard, &subject, &started)?;
-        row.sources = names.join(";");
-        row.source_sha256 = sha.join(";");
-        run.record(row);
-        for f in crate::pipeline::write::files_of(&exported) {
-            {
-                let mut row =
-                    run.row(Stage::Output, "preprocessed-volume", &f, &subject, &started)?;
-                row.sources = names.join(";");
-                row.source_sha256 = sha.join(";");
-                run.record(row);
-            }
-        }
-    }
+    record_written(run, &rows, written, &started)?;
     let only = run
         .shard()
         .map(|_| subjects_of(&rows).into_iter().collect());

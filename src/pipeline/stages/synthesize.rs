@@ -84,92 +84,10 @@ pub fn run(run: &mut Run, store: &Store, checkpoint: &Path) -> Result<Synthesize
             checkpoint_sha: &checkpoint_sha,
             dir: &dir,
             variant: v,
+            store: &store.dir,
+            checkpoint,
         };
-        let mut manifest = Vec::new();
-        // Subjects whose shard is already complete are read back, not sampled again.
-        let resumed: Vec<bool> = subjects
-            .iter()
-            .map(|(subject, rows)| writer.complete(subject, rows.len()))
-            .collect();
-        let work: Vec<(usize, usize)> = subjects
-            .iter()
-            .enumerate()
-            .filter(|(k, _)| !resumed[*k])
-            .flat_map(|(k, (_, rows))| (0..rows.len()).map(move |n| (k, n)))
-            .collect();
-        // Sampled outputs of the subjects in flight, and how many of their slices are in.
-        let mut outs: BTreeMap<usize, (Array4<f32>, usize)> = BTreeMap::new();
-        let mut next = 0usize;
-        let (_, c, h, w) = set.dim();
-        let mut finish = |run: &mut Run,
-                          upto: usize,
-                          outs: &mut BTreeMap<usize, (Array4<f32>, usize)>,
-                          manifest: &mut Vec<ManifestRow>|
-         -> Result<(), RunError> {
-            while next < upto {
-                let (subject, rows) = &subjects[next];
-                let out = match outs.remove(&next) {
-                    Some((out, _)) => Some(out),
-                    None if resumed[next] => None,
-                    None => break,
-                };
-                writer.finish(run, subject, rows, out, manifest)?;
-                next += 1;
-                done += 1;
-                bar.set_message(format!("{done}/{total} subject-variants"));
-            }
-            Ok(())
-        };
-        for chunk in work.chunks(batch_size) {
-            let mut batch = Array4::<f32>::zeros((chunk.len(), c, h, w));
-            let mut described = Vec::with_capacity(chunk.len());
-            let mut seeds = Vec::with_capacity(chunk.len());
-            for (m, &(k, n)) in chunk.iter().enumerate() {
-                let (subject, rows) = &subjects[k];
-                let i = rows[n];
-                batch
-                    .index_axis_mut(Axis(0), m)
-                    .assign(&set.slice(i).map_err(|e| failed(&store.dir, e))?);
-                described.push(&set.rows[i]);
-                seeds.push(slice_seed(
-                    subject_seed(file.pipeline.seed, subject, v),
-                    &set.rows[i],
-                ));
-            }
-            let fake = generator
-                .generate(&batch, &described, &seeds)
-                .map_err(|e| failed(checkpoint, e))?;
-            for (m, &(k, n)) in chunk.iter().enumerate() {
-                let len = subjects[k].1.len();
-                let (out, filled) = outs
-                    .entry(k)
-                    .or_insert_with(|| (Array4::zeros((len, targets.len(), h, w)), 0));
-                out.index_axis_mut(Axis(0), n)
-                    .assign(&fake.index_axis(Axis(0), m));
-                *filled += 1;
-            }
-            sampled += chunk.len();
-            bar.inc(chunk.len() as u64);
-            // Every subject before the first one still waiting for slices is complete.
-            let waiting = outs
-                .iter()
-                .find(|(k, (_, filled))| *filled < subjects[**k].1.len())
-                .map(|(k, _)| *k)
-                .unwrap_or(subjects.len());
-            finish(run, waiting, &mut outs, &mut manifest)?;
-        }
-        finish(run, subjects.len(), &mut outs, &mut manifest)?;
-        let path = dir.join("manifest.parquet");
-        write_manifest(&path, &manifest).map_err(|e| failed(&path, e))?;
-        let row = run.row(
-            Stage::Synthesize,
-            "synthetic-manifest",
-            &path,
-            "",
-            &now_rfc3339(),
-        )?;
-        run.record(row);
-        run.save_provenance()?;
+        sampled += writer.sample(run, &subjects, batch_size, &bar, (&mut done, total))?;
         variants.push(dir);
     }
     bar.finish();
@@ -198,9 +116,113 @@ struct VariantWriter<'a> {
     checkpoint_sha: &'a str,
     dir: &'a Path,
     variant: u32,
+    /// The slice store and the checkpoint, for messages.
+    store: &'a Path,
+    checkpoint: &'a Path,
 }
 
 impl VariantWriter<'_> {
+    /// Samples every subject not already complete, batches filled across subjects, and
+    /// writes each subject as soon as its last slice is in; then the variant's manifest.
+    /// Returns how many slices it sampled; `done` counts finished subject-variants of `total`.
+    fn sample(
+        &self,
+        run: &mut Run,
+        subjects: &[(&str, Vec<usize>)],
+        batch_size: usize,
+        bar: &Progress,
+        (done, total): (&mut usize, usize),
+    ) -> Result<usize, RunError> {
+        let mut sampled = 0usize;
+        let mut manifest = Vec::new();
+        // Subjects whose shard is already complete are read back, not sampled again.
+        let resumed: Vec<bool> = subjects
+            .iter()
+            .map(|(subject, rows)| self.complete(subject, rows.len()))
+            .collect();
+        let work: Vec<(usize, usize)> = subjects
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| !resumed[*k])
+            .flat_map(|(k, (_, rows))| (0..rows.len()).map(move |n| (k, n)))
+            .collect();
+        // Sampled outputs of the subjects in flight, and how many of their slices are in.
+        let mut outs: BTreeMap<usize, (Array4<f32>, usize)> = BTreeMap::new();
+        let mut next = 0usize;
+        let (_, c, h, w) = self.set.dim();
+        let mut finish = |run: &mut Run,
+                          upto: usize,
+                          outs: &mut BTreeMap<usize, (Array4<f32>, usize)>,
+                          manifest: &mut Vec<ManifestRow>|
+         -> Result<(), RunError> {
+            while next < upto {
+                let (subject, rows) = &subjects[next];
+                let out = match outs.remove(&next) {
+                    Some((out, _)) => Some(out),
+                    None if resumed[next] => None,
+                    None => break,
+                };
+                self.finish(run, subject, rows, out, manifest)?;
+                next += 1;
+                *done += 1;
+                bar.set_message(format!("{done}/{total} subject-variants", done = *done));
+            }
+            Ok(())
+        };
+        for chunk in work.chunks(batch_size) {
+            let mut batch = Array4::<f32>::zeros((chunk.len(), c, h, w));
+            let mut described = Vec::with_capacity(chunk.len());
+            let mut seeds = Vec::with_capacity(chunk.len());
+            for (m, &(k, n)) in chunk.iter().enumerate() {
+                let (subject, rows) = &subjects[k];
+                let i = rows[n];
+                batch
+                    .index_axis_mut(Axis(0), m)
+                    .assign(&self.set.slice(i).map_err(|e| failed(self.store, e))?);
+                described.push(&self.set.rows[i]);
+                seeds.push(slice_seed(
+                    subject_seed(self.file.pipeline.seed, subject, self.variant),
+                    &self.set.rows[i],
+                ));
+            }
+            let fake = self
+                .generator
+                .generate(&batch, &described, &seeds)
+                .map_err(|e| failed(self.checkpoint, e))?;
+            for (m, &(k, n)) in chunk.iter().enumerate() {
+                let len = subjects[k].1.len();
+                let (out, filled) = outs
+                    .entry(k)
+                    .or_insert_with(|| (Array4::zeros((len, self.targets.len(), h, w)), 0));
+                out.index_axis_mut(Axis(0), n)
+                    .assign(&fake.index_axis(Axis(0), m));
+                *filled += 1;
+            }
+            sampled += chunk.len();
+            bar.inc(chunk.len() as u64);
+            // Every subject before the first one still waiting for slices is complete.
+            let waiting = outs
+                .iter()
+                .find(|(k, (_, filled))| *filled < subjects[**k].1.len())
+                .map(|(k, _)| *k)
+                .unwrap_or(subjects.len());
+            finish(run, waiting, &mut outs, &mut manifest)?;
+        }
+        finish(run, subjects.len(), &mut outs, &mut manifest)?;
+        let path = self.dir.join("manifest.parquet");
+        write_manifest(&path, &manifest).map_err(|e| failed(&path, e))?;
+        let row = run.row(
+            Stage::Synthesize,
+            "synthetic-manifest",
+            &path,
+            "",
+            &now_rfc3339(),
+        )?;
+        run.record(row);
+        run.save_provenance()?;
+        Ok(sampled)
+    }
+
     fn shard(&self, subject: &str) -> PathBuf {
         self.dir.join(format!("{subject}.safetensors"))
     }
