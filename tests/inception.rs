@@ -10,70 +10,6 @@ use medsynth::metrics::inception::FidInception;
 use ndarray::Array4;
 use serde_json::Value;
 
-fn h(name: &str) -> u64 {
-    name.bytes().map(u64::from).sum::<u64>() * 31 % 997
-}
-
-/// The weights of make_inception_golden.py: a murmur3-finalized index hash in [-1, 1).
-fn uniform(n: usize, seed: u64) -> Vec<f64> {
-    (0..n as u64)
-        .map(|k| {
-            let mut x = (k.wrapping_mul(2_654_435_761) + seed * 40503) & 0xFFFF_FFFF;
-            x ^= x >> 16;
-            x = (x * 0x85EB_CA6B) & 0xFFFF_FFFF;
-            x ^= x >> 13;
-            x = (x * 0xC2B2_AE35) & 0xFFFF_FFFF;
-            x ^= x >> 16;
-            x as f64 / 4_294_967_296.0 * 2.0 - 1.0
-        })
-        .collect()
-}
-
-fn values(name: &str, shape: &[usize]) -> Vec<f32> {
-    let n = shape.iter().product::<usize>().max(1);
-    let v = uniform(n, h(name));
-    let fan_in: usize = shape.iter().skip(1).product();
-    v.iter()
-        .map(|&v| {
-            (if name.starts_with("fc.") {
-                0.01 * v
-            } else if name.ends_with("conv.weight") {
-                v * (6.0 / fan_in as f64).sqrt()
-            } else if name.ends_with("bn.weight") {
-                1.0 + 0.1 * v
-            } else if name.ends_with("bn.bias") || name.ends_with("bn.running_mean") {
-                0.05 * v
-            } else if name.ends_with("bn.running_var") {
-                1.0 + 0.2 * v.abs()
-            } else {
-                panic!("{name}")
-            }) as f32
-        })
-        .collect()
-}
-
-/// A safetensors file (little-endian f32) of the named tensors.
-fn safetensors(tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Vec<u8> {
-    let mut header = serde_json::Map::new();
-    let mut data = Vec::new();
-    for (name, shape, v) in tensors {
-        let start = data.len();
-        data.extend(v.iter().flat_map(|x| x.to_le_bytes()));
-        header.insert(
-            name.clone(),
-            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [start, data.len()]}),
-        );
-    }
-    let mut h = serde_json::to_vec(&header).unwrap();
-    while !h.len().is_multiple_of(8) {
-        h.push(b' ');
-    }
-    let mut out = (h.len() as u64).to_le_bytes().to_vec();
-    out.extend(h);
-    out.extend(data);
-    out
-}
-
 /// The images of make_inception_golden.py: `[2, 3, 40, 48]`.
 fn images() -> Array4<f32> {
     Array4::from_shape_fn((2, 3, 40, 48), |(n, c, y, x)| {
@@ -97,30 +33,13 @@ fn golden() -> Value {
 #[test]
 fn fid_inception_features_match_pytorch_fid_with_the_same_weights() {
     let g = golden();
-    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = g["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| {
-            let name = k[0].as_str().unwrap().to_owned();
-            let shape: Vec<usize> = k[1]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|d| d.as_u64().unwrap() as usize)
-                .collect();
-            (name, shape)
-        })
-        .filter(|(name, _)| !name.ends_with("num_batches_tracked"))
-        .map(|(name, shape)| {
-            let v = values(&name, &shape);
-            (name, shape, v)
-        })
-        .collect();
+    let tensors = common::inception::tensors(&g);
     // Every key of the FID layout is there (conv + 4 BatchNorm tensors per layer, fc).
     assert!(tensors.len() > 450, "{}", tensors.len());
     let device = Device::flex();
-    let net = FidInception::load_safetensors_bytes(safetensors(&tensors), &device).unwrap();
+    let net =
+        FidInception::load_safetensors_bytes(common::inception::safetensors(&tensors), &device)
+            .unwrap();
     let features = net.features(&images(), 2, &device).unwrap();
     let want = g["features"].as_array().unwrap();
     let mut worst = 0f64;
@@ -143,7 +62,9 @@ fn fid_inception_features_match_pytorch_fid_with_the_same_weights() {
         .filter(|(n, _, _)| !n.starts_with("Mixed_7c.branch_pool"))
         .cloned()
         .collect();
-    let err = FidInception::load_safetensors_bytes(safetensors(&partial), &device).unwrap_err();
+    let err =
+        FidInception::load_safetensors_bytes(common::inception::safetensors(&partial), &device)
+            .unwrap_err();
     assert!(err.to_string().contains("missing"), "{err}");
 }
 
@@ -155,6 +76,6 @@ fn a_torch_saved_pth_maps_onto_the_network() {
         .apply_pth_partial(&common::repo().join("fixtures/golden/inception_stem.pth"))
         .unwrap();
     assert_eq!(applied.len(), 5, "{applied:?}");
-    let want = values("Conv2d_1a_3x3.conv.weight", &[32, 3, 3, 3]);
+    let want = common::inception::values("Conv2d_1a_3x3.conv.weight", &[32, 3, 3, 3]);
     assert_eq!(net.stem_weights(), want);
 }

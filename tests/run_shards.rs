@@ -105,3 +105,104 @@ fn three_shards_merged_equal_one_process() {
     common::assert_success(&medsynth(root, &["merge", "runs/shards"]));
     common::runs::assert_same_run(&a, &b);
 }
+
+/// FID and KID, which need the whole cohort, are computed by merge: the merged run's
+/// set-level scores equal a single run's (untrained deterministic Inception weights, so the
+/// numbers are not meaningful FIDs, only the same computation), and the shards report them
+/// as left to merge. One test subject: the other shard has none to synthesize.
+#[test]
+fn set_level_metrics_of_a_merged_run_equal_a_single_runs() {
+    let pipeline = r#"
+[pipeline]
+name = "fid"
+seed = 4
+
+[input]
+format = "phantom"
+phantom = { subjects = 4, shape = [40, 44, 16], spacing_mm = [5.0, 5.0, 8.0] }
+
+[preprocess]
+size = [32, 32]
+crop_margin_vox = 1
+slices = { axis = "axial", min_foreground = 0.15 }
+split = { train = 0.75, val = 0.0, test = 0.25 }
+
+[model]
+kind = "diffusion"
+task = "missing-modality"
+inputs = ["t1"]
+target = "t2"
+unet = { base_channels = 8, channel_mult = [1, 2], res_blocks = 1, groups = 4 }
+attention = { kind = "mhsa", resolutions = [16], heads = 2 }
+diffusion = { timesteps = 50 }
+
+[train]
+epochs = 1
+max_steps = 3
+batch_size = 4
+
+[synthesize]
+split = "test"
+sampler = { kind = "ddim", steps = 2 }
+
+[evaluate]
+metrics = ["psnr", "fid", "kid"]
+fid_weights = "inception.safetensors"
+kid_subsets = [2, 4]
+
+[output]
+formats = ["nifti"]
+"#;
+    let whole = tempfile::tempdir().unwrap();
+    let sharded = tempfile::tempdir().unwrap();
+    for d in [whole.path(), sharded.path()] {
+        std::fs::write(d.join("pipeline.toml"), pipeline).unwrap();
+        common::inception::write_weights(&d.join("inception.safetensors"));
+    }
+    common::assert_success(&run(whole.path(), &[]));
+    let root = sharded.path();
+    for k in ["0/2", "1/2"] {
+        common::assert_success(&run(root, &["--shard", k, "--stage", "prepare"]));
+    }
+    common::assert_success(&run(root, &["--shards", "2", "--stage", "train"]));
+    for k in ["0/2", "1/2"] {
+        let out = run(root, &["--shard", k, "--stage", "apply"]);
+        common::assert_success(&out);
+        let printed = common::stdout(&out);
+        if printed.contains("metrics") {
+            assert!(
+                printed.contains(
+                    "fid: not computed: set-level: computed over the whole cohort by medsynth merge"
+                ),
+                "{printed}"
+            );
+        }
+    }
+    common::assert_success(&medsynth(root, &["merge", "runs/fid"]));
+    let set_level = |run_dir: &Path| -> Vec<(String, String, f64)> {
+        let rows = medsynth::pipeline::read_metrics(&run_dir.join("metrics.parquet")).unwrap();
+        let mut out: Vec<(String, String, f64)> = rows
+            .into_iter()
+            .filter(|r| r.metric == "fid" || r.metric == "kid")
+            .map(|r| (r.method, r.metric, r.value))
+            .collect();
+        out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        out
+    };
+    let a = set_level(&whole.path().join("runs/fid"));
+    let b = set_level(&root.join("runs/fid"));
+    // The model and both baselines, FID and KID each.
+    assert_eq!(a.len(), 6, "{a:?}");
+    assert!(
+        a.iter()
+            .all(|(_, m, v)| v.is_finite() && (m == "kid" || *v >= 0.0)),
+        "{a:?}"
+    );
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!((&x.0, &x.1), (&y.0, &y.1));
+        assert!(
+            (x.2 - y.2).abs() <= 1e-9 * x.2.abs().max(1.0),
+            "{x:?} against {y:?}"
+        );
+    }
+}

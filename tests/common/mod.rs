@@ -198,4 +198,5 @@ pub fn ssim_per_slice(
         })
         .collect()
 }
+pub mod inception;
 pub mod runs;

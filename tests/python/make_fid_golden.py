@@ -30,7 +30,10 @@ def features(kind, n, d):
 
 def main():
     cases = []
-    for (ka, kb, n, d) in [("a", "b", 64, 12), ("a", "c", 64, 12), ("b", "c", 200, 32), ("a", "a", 50, 8)]:
+    # The last two have fewer vectors than dimensions (singular covariances), as a small test
+    # split's 2048-d Inception features do.
+    for (ka, kb, n, d) in [("a", "b", 64, 12), ("a", "c", 64, 12), ("b", "c", 200, 32), ("a", "a", 50, 8),
+                           ("a", "b", 12, 40), ("b", "c", 20, 64)]:
         x, y = features(ka, n, d), features(kb, n, d)
         mu1, s1 = x.mean(axis=0), np.cov(x, rowvar=False)
         mu2, s2 = y.mean(axis=0), np.cov(y, rowvar=False)

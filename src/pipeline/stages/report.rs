@@ -332,6 +332,94 @@ fn window(values: impl Iterator<Item = f32>, clip: Option<[f32; 2]>) -> (f32, f3
     (at(0.01), at(0.99))
 }
 
+/// What the sample and attention pictures are drawn from.
+struct Gallery<'a> {
+    real: SliceSet,
+    fake: SliceSet,
+    /// The input channels shown (name, channel of `real`).
+    inputs: Vec<(String, usize)>,
+    clip: Option<[f32; 2]>,
+    store: &'a Path,
+    variant: &'a Path,
+}
+
+impl Gallery<'_> {
+    /// One row of a sample grid: the inputs, the real target (when there is one), the
+    /// synthetic target and the error, for fake slice `i` (real slice `j`) and target `t`.
+    fn row(
+        &self,
+        i: usize,
+        j: usize,
+        t: usize,
+        real_target: Option<usize>,
+    ) -> Result<Vec<Picture>, RunError> {
+        let fake_slice = self.fake.slice(i).map_err(|e| failed(self.variant, e))?;
+        let real_slice = self.real.slice(j).map_err(|e| failed(self.store, e))?;
+        let f = fake_slice.slice(s![t, .., ..]);
+        let (lo, hi) = window(f.iter().copied(), self.clip);
+        let mut row: Vec<Picture> = self
+            .inputs
+            .iter()
+            .map(|(name, c)| {
+                let x = real_slice.slice(s![*c, .., ..]);
+                if name == crate::preprocess::LABEL {
+                    heat(x, 0.0, 3.0)
+                } else {
+                    grey(x, lo, hi)
+                }
+            })
+            .collect();
+        if let Some(c) = real_target {
+            row.push(grey(real_slice.slice(s![c, .., ..]), lo, hi));
+        }
+        row.push(grey(f, lo, hi));
+        if let Some(c) = real_target {
+            let err = (&real_slice.slice(s![c, .., ..]) - &f).mapv(f32::abs);
+            row.push(heat(err.view(), 0.0, (hi - lo) * 0.5));
+        }
+        Ok(row.into_iter().map(|p| p.enlarged(ENLARGE)).collect())
+    }
+
+    /// The attention picture of `subject`'s target `t`: each shown fake slice `i` beside the
+    /// map synthesis wrote for its position `k` in `maps` (`[n, 1, H, W]`).
+    fn attention(
+        &self,
+        subject: &str,
+        (t, target): (usize, &str),
+        maps: &ndarray::Array4<f32>,
+        shown: &[(usize, usize)],
+        path: &Path,
+    ) -> Result<Option<Block>, RunError> {
+        let mut tiles = Vec::new();
+        for &(i, k) in shown {
+            if k >= maps.dim().0 {
+                continue;
+            }
+            let f = self.fake.plane(i, t).map_err(|e| failed(self.variant, e))?;
+            let (lo, hi) = window(f.iter().copied(), self.clip);
+            let base = grey(f.view(), lo, hi);
+            let m = maps.slice(s![k, 0, .., ..]);
+            let top = m.iter().copied().fold(1.0f32, f32::max);
+            tiles.push(vec![
+                base.enlarged(ENLARGE),
+                overlay(&base, m, 0.0, top).enlarged(ENLARGE),
+            ]);
+        }
+        if tiles.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Block::Image {
+            file: format!("attention_{subject}_{target}.png"),
+            caption: format!(
+                "{subject}, {target}: synthetic slice | attention of the middle block \
+                 received per position (mean over heads and queries, t = T/2; \
+                 dark = below uniform, bright = most attended)"
+            ),
+            png: grid(&tiles, 4).png().map_err(|e| failed(path, e))?,
+        }))
+    }
+}
+
 fn samples(run: &Run, store: &Store, synth: &Synthesized) -> Result<Vec<Section>, RunError> {
     let file = run.plan.file.clone();
     let Some(model) = &file.model else {
@@ -347,23 +435,30 @@ fn samples(run: &Run, store: &Store, synth: &Synthesized) -> Result<Vec<Section>
     };
     let real = SliceSet::load(&store.dir, split).map_err(|e| failed(&store.dir, e))?;
     let fake = SliceSet::load(variant, None).map_err(|e| failed(variant, e))?;
-    let clip = clip_range(&file);
-    let channel = |set: &SliceSet, name: &str| set.channels.iter().position(|c| c == name);
     let inputs: Vec<(String, usize)> = if model.task.uses_inputs() {
         model
             .inputs
             .iter()
-            .filter_map(|m| Some((m.clone(), channel(&real, m)?)))
+            .filter_map(|m| Some((m.clone(), real.channel(m)?)))
             .collect()
     } else {
-        channel(&real, crate::preprocess::LABEL)
+        real.channel(crate::preprocess::LABEL)
             .map(|c| vec![(crate::preprocess::LABEL.to_owned(), c)])
             .unwrap_or_default()
     };
-    let real_rows = by_subject(&real);
+    let gallery = Gallery {
+        real,
+        fake,
+        inputs,
+        clip: clip_range(&file),
+        store: &store.dir,
+        variant,
+    };
+    let (real, fake) = (&gallery.real, &gallery.fake);
+    let real_rows = by_subject(real);
     let mut grids = Vec::new();
     let mut maps = Vec::new();
-    for (subject, rows) in by_subject(&fake).into_iter().take(SUBJECTS) {
+    for (subject, rows) in by_subject(fake).into_iter().take(SUBJECTS) {
         let Some(real_of) = real_rows.get(&subject) else {
             continue;
         };
@@ -385,47 +480,23 @@ fn samples(run: &Run, store: &Store, synth: &Synthesized) -> Result<Vec<Section>
                 .find(|&i| real.rows[i].slice_index == r.slice_index)
         };
         for (t, target) in fake.channels.iter().enumerate() {
-            let real_target = channel(&real, target);
+            let real_target = real.channel(target);
             let mut tiles = Vec::new();
             let mut described = Vec::new();
-            let mut batch = Vec::new();
+            // (fake slice, position among the picks) of each row shown.
             let mut shown = Vec::new();
             for (k, &i) in picks.iter().enumerate() {
                 let Some(j) = find_real(&fake.rows[i]) else {
                     continue;
                 };
-                let fake_slice = fake.slice(i).map_err(|e| failed(variant, e))?;
-                let real_slice = real.slice(j).map_err(|e| failed(&store.dir, e))?;
-                let f = fake_slice.slice(s![t, .., ..]);
-                let (lo, hi) = window(f.iter().copied(), clip);
-                let mut row: Vec<Picture> = inputs
-                    .iter()
-                    .map(|(name, c)| {
-                        let x = real_slice.slice(s![*c, .., ..]);
-                        if name == crate::preprocess::LABEL {
-                            heat(x, 0.0, 3.0)
-                        } else {
-                            grey(x, lo, hi)
-                        }
-                    })
-                    .collect();
-                if let Some(c) = real_target {
-                    row.push(grey(real_slice.slice(s![c, .., ..]), lo, hi));
-                }
-                row.push(grey(f, lo, hi));
-                if let Some(c) = real_target {
-                    let err = (&real_slice.slice(s![c, .., ..]) - &f).mapv(f32::abs);
-                    row.push(heat(err.view(), 0.0, (hi - lo) * 0.5));
-                }
-                tiles.push(row.into_iter().map(|p| p.enlarged(ENLARGE)).collect());
+                tiles.push(gallery.row(i, j, t, real_target)?);
                 described.push(j);
-                batch.push(i);
-                shown.push(k);
+                shown.push((i, k));
             }
             if tiles.is_empty() {
                 continue;
             }
-            let mut columns: Vec<String> = inputs.iter().map(|(n, _)| n.clone()).collect();
+            let mut columns: Vec<String> = gallery.inputs.iter().map(|(n, _)| n.clone()).collect();
             if real_target.is_some() {
                 columns.push(format!("real {target}"));
             }
@@ -433,7 +504,6 @@ fn samples(run: &Run, store: &Store, synth: &Synthesized) -> Result<Vec<Section>
             if real_target.is_some() {
                 columns.push("|error| (0 to half the range)".into());
             }
-            let picture = grid(&tiles, 4);
             grids.push(Block::Image {
                 file: format!("samples_{subject}_{target}.png"),
                 caption: format!(
@@ -445,35 +515,13 @@ fn samples(run: &Run, store: &Store, synth: &Synthesized) -> Result<Vec<Section>
                         .join(", "),
                     columns.join(" | ")
                 ),
-                png: picture.png().map_err(|e| failed(variant, e))?,
+                png: grid(&tiles, 4).png().map_err(|e| failed(variant, e))?,
             });
-            if let Some(a) = &attention {
-                let mut tiles = Vec::new();
-                for (&i, &k) in batch.iter().zip(&shown) {
-                    if k >= a.dim().0 {
-                        continue;
-                    }
-                    let f = fake.plane(i, t).map_err(|e| failed(variant, e))?;
-                    let (lo, hi) = window(f.iter().copied(), clip);
-                    let base = grey(f.view(), lo, hi);
-                    let m = a.slice(s![k, 0, .., ..]);
-                    let top = m.iter().copied().fold(1.0f32, f32::max);
-                    tiles.push(vec![
-                        base.enlarged(ENLARGE),
-                        overlay(&base, m, 0.0, top).enlarged(ENLARGE),
-                    ]);
-                }
-                if !tiles.is_empty() {
-                    maps.push(Block::Image {
-                        file: format!("attention_{subject}_{target}.png"),
-                        caption: format!(
-                            "{subject}, {target}: synthetic slice | attention of the middle block \
-                             received per position (mean over heads and queries, t = T/2; \
-                             dark = below uniform, bright = most attended)"
-                        ),
-                        png: grid(&tiles, 4).png().map_err(|e| failed(&maps_path, e))?,
-                    });
-                }
+            if let Some(a) = &attention
+                && let Some(block) =
+                    gallery.attention(&subject, (t, target), a, &shown, &maps_path)?
+            {
+                maps.push(block);
             }
         }
     }
