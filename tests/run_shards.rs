@@ -104,6 +104,23 @@ fn three_shards_merged_equal_one_process() {
     common::assert_success(&again);
     common::assert_success(&medsynth(root, &["merge", "runs/shards"]));
     common::runs::assert_same_run(&a, &b);
+    // Merging again leaves no half-written (temporary) file behind.
+    let mut stack = vec![b.clone()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                assert!(
+                    !name.contains("-partial-"),
+                    "left behind: {}",
+                    path.display()
+                );
+            }
+        }
+    }
 }
 
 /// FID and KID, which need the whole cohort, are computed by merge: the merged run's

@@ -262,5 +262,11 @@ fn link(src: &Path, dest: &Path) -> Result<(), RunError> {
     if std::fs::hard_link(src, &temp).is_err() {
         std::fs::copy(src, &temp).map_err(|e| failed(src, e))?;
     }
-    std::fs::rename(&temp, dest).map_err(|e| failed(dest, e))
+    std::fs::rename(&temp, dest).map_err(|e| failed(dest, e))?;
+    // Renaming a link onto another link of the same file (a merge run again) leaves both
+    // names in place; the temporary one goes.
+    match std::fs::remove_file(&temp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(failed(&temp, e)),
+        _ => Ok(()),
+    }
 }
