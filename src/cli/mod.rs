@@ -134,6 +134,25 @@ pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Loads a pipeline file for `run` and `slurm`: `None` when it fails validation (every
+/// diagnostic printed as `error: file:line:column: key: message`), an error when it cannot
+/// be read.
+pub fn load_pipeline(
+    path: &std::path::Path,
+) -> anyhow::Result<Option<medsynth::spec::PipelineFile>> {
+    use anyhow::Context;
+    match medsynth::spec::load(path) {
+        Ok(f) => Ok(Some(f)),
+        Err(medsynth::spec::SpecError::Invalid(diagnostics)) => {
+            for d in diagnostics {
+                eprintln!("error: {d}");
+            }
+            Ok(None)
+        }
+        Err(e) => Err(e).context("cannot load the pipeline"),
+    }
+}
+
 /// Writes to stdout; a closed pipe (`medsynth inspect x | head`) is a normal end, not an error.
 pub fn print_stdout(text: &str) -> anyhow::Result<()> {
     use std::io::Write;

@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 use medsynth::pipeline::{self, Mode, Part, Shard};
-use medsynth::spec::{self, SpecError};
 
 /// Run a pipeline file: every stage it has sections for, in order.
 ///
@@ -94,15 +93,8 @@ fn size_pool(threads: usize) {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let file = match spec::load(&args.file) {
-        Ok(f) => f,
-        Err(SpecError::Invalid(diagnostics)) => {
-            for d in diagnostics {
-                eprintln!("error: {d}");
-            }
-            return Ok(ExitCode::from(super::EXIT_INVALID));
-        }
-        Err(e) => return Err(e).context("cannot load the pipeline"),
+    let Some(file) = super::load_pipeline(&args.file)? else {
+        return Ok(ExitCode::from(super::EXIT_INVALID));
     };
     let mode = match mode(&args) {
         Ok(m) => m,

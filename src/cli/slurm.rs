@@ -7,7 +7,6 @@ use anyhow::Context;
 use clap::Args;
 use medsynth::pipeline::{self, Stage};
 use medsynth::slurm::SlurmOptions;
-use medsynth::spec::{self, SpecError};
 
 /// Write (and with --submit, submit) the Slurm batch scripts that run a pipeline in N shards.
 ///
@@ -65,15 +64,8 @@ pub fn run(args: SlurmArgs) -> anyhow::Result<ExitCode> {
         eprintln!("error: --shards: expected at least 1");
         return Ok(ExitCode::from(super::EXIT_INVALID));
     }
-    let file = match spec::load(&args.file) {
-        Ok(f) => f,
-        Err(SpecError::Invalid(diagnostics)) => {
-            for d in diagnostics {
-                eprintln!("error: {d}");
-            }
-            return Ok(ExitCode::from(super::EXIT_INVALID));
-        }
-        Err(e) => return Err(e).context("cannot load the pipeline"),
+    let Some(file) = super::load_pipeline(&args.file)? else {
+        return Ok(ExitCode::from(super::EXIT_INVALID));
     };
     let absolute = |p: &std::path::Path| {
         std::path::absolute(p).with_context(|| format!("cannot resolve {}", p.display()))
