@@ -53,7 +53,8 @@ fn shard_count(run_dir: &Path) -> Result<usize, RunError> {
 /// Merges the shards of the run in `run_dir`.
 pub fn merge(run_dir: &Path) -> Result<Outcome, RunError> {
     let count = shard_count(run_dir)?;
-    let (plan, root) = merged_plan(run_dir, count)?;
+    let prepared = shard::prepared(run_dir, count)?;
+    let (plan, root) = merged_plan(run_dir, count, &prepared[0])?;
     let synthesizes = plan.stages.contains(&Stage::Synthesize);
     if synthesizes {
         all_applied(run_dir, count)?;
@@ -62,7 +63,7 @@ pub fn merge(run_dir: &Path) -> Result<Outcome, RunError> {
     // The run folder as the run names it (paths in provenance are relative to it).
     let run_dir = &run.dir().to_owned();
     adopt_provenance(&mut run, count)?;
-    let (store, skipped) = preprocess::gather(&mut run, count)?;
+    let (store, skipped) = preprocess::gather(&mut run, &prepared)?;
     let mut linked = 0usize;
     for index in 0..count {
         let folder = Shard { index, count }.folder(run_dir);
@@ -120,18 +121,21 @@ pub fn merge(run_dir: &Path) -> Result<Outcome, RunError> {
 /// The root is the one the shards were given when it leads here from this folder (paths in
 /// provenance then read as a single run's), else that root made absolute; a moved run folder
 /// is taken where it is.
-fn merged_plan(run_dir: &Path, count: usize) -> Result<(super::Plan, PathBuf), RunError> {
-    let prepared = shard::prepared(run_dir, count)?;
+fn merged_plan(
+    run_dir: &Path,
+    count: usize,
+    first: &shard::Prepared,
+) -> Result<(super::Plan, PathBuf), RunError> {
     let spec_path = Shard { index: 0, count }
         .folder(run_dir)
         .join("pipeline.toml");
     let file = crate::spec::load(&spec_path).map_err(|e| failed(&spec_path, e))?;
     let same = |a: &Path, b: &Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
     let output = file.output_dir();
-    let root = [&prepared[0].root, &prepared[0].root_absolute]
+    let root = [&first.root, &first.root_absolute]
         .into_iter()
         .find(|r| same(&r.join(&output), run_dir))
-        .unwrap_or(&prepared[0].root_absolute)
+        .unwrap_or(&first.root_absolute)
         .clone();
     let mut plan = super::plan(file, &spec_path, &root)?;
     if !same(&plan.run_dir, run_dir) {

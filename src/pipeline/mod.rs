@@ -66,7 +66,7 @@ impl Stage {
 }
 
 /// Which per-subject stages a shard runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Part {
     /// Input and preprocessing.
     Prepare,
@@ -592,7 +592,8 @@ fn sharded(plan: Plan, root: &Path, shard: Shard, part: Part) -> Result<Outcome,
 /// The training job of a sharded run: gathers the shards' slice stores and trains.
 fn train_job(plan: Plan, root: &Path, shards: usize) -> Result<Outcome, RunError> {
     let (mut run, _lock) = begin(plan, root)?;
-    let (store, skipped) = preprocess::gather(&mut run, shards)?;
+    let prepared = shard::prepared(run.run_dir(), shards)?;
+    let (store, skipped) = preprocess::gather(&mut run, &prepared)?;
     let checkpoint = if run.plan.stages.contains(&Stage::Train) {
         let checkpoint = train::run(&mut run, &store)?;
         write_record(

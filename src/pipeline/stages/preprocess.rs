@@ -13,6 +13,7 @@ use crate::dataset::{ManifestRow, write_manifest, write_shard};
 use crate::pipeline::context::{Run, now_rfc3339, sha256_file};
 use crate::pipeline::handoff::{Skip, Subjects};
 use crate::pipeline::handoff::{Store, subjects_of};
+use crate::pipeline::shard;
 use crate::pipeline::{RunError, Stage};
 use crate::preprocess::{
     LABEL, Prepared, SubjectInputs, assign_splits, cache_key, cut_slices, prepare, read_split_list,
@@ -584,19 +585,24 @@ pub fn run(run: &mut Run, subjects: &Subjects, skipped: &mut Vec<Skip>) -> Resul
     })
 }
 
-/// Gathers the slice stores of a run's `count` shards into one: checks that every shard has
-/// finished preprocessing, reads each subject's rows and writes the store's manifest (unless
-/// a gather already wrote it and no shard changed the store since). Returns the store and the
-/// subjects the shards left out.
-pub fn gather(run: &mut Run, count: usize) -> Result<(Store, Vec<Skip>), RunError> {
+/// Gathers the slice stores of a run's shards from their preprocessing records
+/// ([`shard::prepared`] checks that every shard has finished): reads each subject's rows and
+/// writes the store's manifest (unless a gather already wrote it and no shard changed the
+/// store since). Returns the store and the subjects the shards left out.
+pub fn gather(run: &mut Run, prepared: &[shard::Prepared]) -> Result<(Store, Vec<Skip>), RunError> {
     let started = now_rfc3339();
-    let prepared = crate::pipeline::shard::prepared(run.run_dir(), count)?;
-    let first = &prepared[0];
+    let count = prepared.len();
+    let Some(first) = prepared.first() else {
+        return Err(RunError::Nothing {
+            stage: Stage::Preprocess,
+            what: "no shard to gather".into(),
+        });
+    };
     let dir = first.store.clone();
     let manifest = dir.join("manifest.parquet");
     let mut rows = Vec::new();
     let mut skipped = Vec::new();
-    for p in &prepared {
+    for p in prepared {
         skipped.extend(p.skipped.iter().map(|s| s.to_skip()));
         for id in &p.subjects {
             let path = rows_file(&dir, id);
