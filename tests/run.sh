@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The medsynth test suite: unit, integration and doc tests, with the references some tests
-# compare against: Python packages (nibabel, pydicom) in a private venv, and dcm2niix; built
+# compare against: Python packages (nibabel, pydicom) in a private venv, dcm2niix and dciodvfy; built
 # with the `gpu` feature, whose tests run burn's wgpu backend on Mesa's software Vulkan driver
 # (lavapipe) against the CPU backend.
 #
@@ -29,6 +29,17 @@ if ! command -v dcm2niix >/dev/null 2>&1; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcm2niix >/dev/null
     else
         echo "tests/run.sh: dcm2niix is missing; install it (apt-get install dcm2niix) and run again" >&2
+        exit 1
+    fi
+fi
+
+# dciodvfy (dicom3tools), the IOD checker every DICOM object medsynth writes must pass.
+if ! command -v dciodvfy >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "tests/run.sh: installing dicom3tools" >&2
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dicom3tools >/dev/null
+    else
+        echo "tests/run.sh: dciodvfy is missing; install it (apt-get install dicom3tools) and run again" >&2
         exit 1
     fi
 fi

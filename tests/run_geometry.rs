@@ -166,6 +166,22 @@ fn dicom_on_source_grid(run_dir: &Path) -> usize {
             }
         }
         assert!(dir.join("t2.png").is_file(), "{name}");
+        // A PACS and a viewer accept it: no dciodvfy error, and it says how it was made.
+        let files = common::files_in(&dir.join("t2"));
+        let errors = common::dciodvfy_errors(&files);
+        assert!(errors.is_empty(), "{name}: {}", errors.join("\n"));
+        let obj = ::dicom::object::open_file(&files[0]).unwrap();
+        let derivation = obj
+            .element(::dicom::dictionary_std::tags::DERIVATION_DESCRIPTION)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .into_owned();
+        assert!(
+            derivation.contains("synthetic image")
+                && derivation.contains("checkpoint ema.bpk sha256"),
+            "{derivation}"
+        );
         checked += 1;
     }
     checked

@@ -11,7 +11,9 @@ use crate::volume::{Volume, dicom, write_nifti};
 
 /// Writes `v` (named `name`: a modality or `label`) as `dir/<subject>/<name>.nii.gz`, for
 /// images as the DICOM series folder `dir/<subject>/<name>/`, and as a PNG mosaic of its
-/// axial planes `dir/<subject>/<name>.png`; other formats are written elsewhere. `what` starts the description (e.g. "medsynth synthetic"). Returns the written
+/// axial planes `dir/<subject>/<name>.png`; other formats are written elsewhere. `what` starts
+/// the description (e.g. "medsynth synthetic"); a DICOM series takes its UID root and
+/// derivation from `dicom` and its description and subject from here. Returns the written
 /// files and folders.
 pub fn write_formats(
     dir: &Path,
@@ -19,7 +21,7 @@ pub fn write_formats(
     name: &str,
     v: &Volume,
     formats: &[WriteFormat],
-    uid_root: Option<&str>,
+    dicom: &dicom::WriteOptions,
     what: &str,
 ) -> Result<Vec<PathBuf>, String> {
     let mut written = Vec::new();
@@ -32,10 +34,9 @@ pub fn write_formats(
             }
             WriteFormat::Dicom if name != LABEL => {
                 let options = dicom::WriteOptions {
-                    uid_root: uid_root.map(str::to_owned),
                     description: format!("{what} {name}"),
                     subject: Some(subject.to_owned()),
-                    ..Default::default()
+                    ..dicom.clone()
                 };
                 let folder = dir.join(subject).join(name);
                 dicom::write_series(v, &folder, &options).map_err(|e| e.to_string())?;

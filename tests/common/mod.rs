@@ -200,3 +200,38 @@ pub fn ssim_per_slice(
 }
 pub mod inception;
 pub mod runs;
+
+/// The errors dciodvfy (dicom3tools, the DICOM standard's IOD checker) reports on each file,
+/// prefixed by the file name; warnings are not errors. tests/run.sh installs dicom3tools.
+pub fn dciodvfy_errors(files: &[PathBuf]) -> Vec<String> {
+    assert!(!files.is_empty(), "no DICOM file to check");
+    let mut errors = Vec::new();
+    for f in files {
+        let o = Command::new("dciodvfy").arg(f).output().unwrap_or_else(|e| {
+            panic!("cannot run dciodvfy ({e}); tests/run.sh installs it (apt-get install dicom3tools)")
+        });
+        // dciodvfy prints its findings on stderr, the IOD it checked against on stdout.
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        errors.extend(
+            text.lines()
+                .filter(|l| l.starts_with("Error"))
+                .map(|l| format!("{}: {l}", f.display())),
+        );
+    }
+    errors
+}
+
+/// The files of a folder, sorted.
+pub fn files_in(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    files
+}

@@ -300,7 +300,11 @@ impl Job<'_> {
                 name,
                 v,
                 formats,
-                self.run.plan.file.output.dicom_uid_root.as_deref(),
+                &crate::volume::dicom::WriteOptions {
+                    uid_root: self.run.plan.file.output.dicom_uid_root.clone(),
+                    derivation: Some("medsynth preprocessing of the source images".to_owned()),
+                    ..Default::default()
+                },
                 "medsynth preprocessed",
             )?);
         }

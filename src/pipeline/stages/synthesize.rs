@@ -82,6 +82,11 @@ pub fn run(run: &mut Run, store: &Store, checkpoint: &Path) -> Result<Synthesize
             generator: generator.as_ref(),
             targets: &targets,
             checkpoint_sha: &checkpoint_sha,
+            dicom: crate::volume::dicom::WriteOptions {
+                uid_root: file.output.dicom_uid_root.clone(),
+                derivation: Some(derivation(&file, generator.as_ref(), v, &checkpoint_sha)),
+                ..Default::default()
+            },
             dir: &dir,
             variant: v,
             store: &store.dir,
@@ -106,6 +111,26 @@ pub fn run(run: &mut Run, store: &Store, checkpoint: &Path) -> Result<Synthesize
     })
 }
 
+/// DerivationDescription of a synthetic series: the model, how it sampled, the variant and
+/// the checkpoint it loaded.
+fn derivation(file: &PipelineFile, generator: &dyn Generator, variant: u32, sha: &str) -> String {
+    let model = file.model.as_ref().map_or_else(String::new, |m| {
+        format!(
+            "{} model for {}, inputs [{}] -> [{}], ",
+            format!("{:?}", m.kind).to_lowercase(),
+            format!("{:?}", m.task).to_lowercase(),
+            m.inputs.join(", "),
+            m.target.iter().collect::<Vec<_>>().join(", ")
+        )
+    });
+    format!(
+        "medsynth {} synthetic image: {model}{}, {}, variant {variant}, checkpoint ema.bpk sha256 {sha}",
+        crate::VERSION,
+        generator.sampler(),
+        generator.guidance()
+    )
+}
+
 /// Writes what one variant produced for each subject: its shard, manifest rows, volumes on
 /// the original grid, its label, and their provenance.
 struct VariantWriter<'a> {
@@ -114,6 +139,8 @@ struct VariantWriter<'a> {
     generator: &'a dyn Generator,
     targets: &'a [String],
     checkpoint_sha: &'a str,
+    /// UID root and derivation of the DICOM series it writes.
+    dicom: crate::volume::dicom::WriteOptions,
     dir: &'a Path,
     variant: u32,
     /// The slice store and the checkpoint, for messages.
@@ -317,7 +344,7 @@ impl VariantWriter<'_> {
                 target,
                 &volume,
                 &file.output.formats,
-                file.output.dicom_uid_root.as_deref(),
+                &self.dicom,
                 "medsynth synthetic",
             )
             .map_err(|e| failed(&volumes, e))?;
@@ -347,9 +374,16 @@ impl VariantWriter<'_> {
                 .copied()
                 .filter(|f| *f == WriteFormat::Nifti)
                 .collect();
-            let written =
-                write_formats(&volumes, subject, LABEL, &label, &formats, None, "label of")
-                    .map_err(|e| failed(&volumes, e))?;
+            let written = write_formats(
+                &volumes,
+                subject,
+                LABEL,
+                &label,
+                &formats,
+                &Default::default(),
+                "label of",
+            )
+            .map_err(|e| failed(&volumes, e))?;
             for path in files_of(&written) {
                 let mut row = run.row(
                     Stage::Synthesize,
