@@ -157,3 +157,68 @@ fn the_nnunet_export_fills_a_missing_channel_with_the_synthetic_one() {
     );
     assert_ne!(check(&dataset)["problems"], serde_json::json!([]));
 }
+
+/// The clinical case: a cohort without labels, one subject lacking its T2. The export is for
+/// inference: every subject in imagesTs/ with every channel (the missing T2 synthesized),
+/// no training case, and dataset.json saying so; nnU-Net's layout rules hold.
+#[test]
+fn an_unlabelled_cohort_exports_for_nnunet_inference() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let o = common::medsynth(&[
+        "phantom",
+        "--subjects",
+        "4",
+        "--shape",
+        "40,44,36",
+        "--spacing",
+        "5",
+        "--seed",
+        "4",
+        "--out",
+        data.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    std::fs::remove_file(data.join("sub-003/t2.nii.gz")).unwrap();
+    let file = root.path().join("pipeline.toml");
+    let text = PIPELINE
+        .replace("label = \"{subject}/seg.nii.gz\"\n", "")
+        .replace("name = \"export\"", "name = \"inference\"");
+    assert!(!text.contains("seg.nii.gz"));
+    std::fs::write(&file, text).unwrap();
+    let o = common::run_pipeline(root.path(), &file);
+    common::assert_success(&o);
+    let dataset = root
+        .path()
+        .join("runs/inference/export/nnunet/Dataset501_Tiny");
+    let r = check(&dataset);
+    assert_eq!(r["problems"], serde_json::json!([]), "{r}");
+    assert_eq!(r["training"], serde_json::json!([]), "{r}");
+    assert_eq!(
+        r["test"],
+        serde_json::json!(["sub-001", "sub-002", "sub-003", "sub-004"]),
+        "{r}"
+    );
+    assert_eq!(
+        r["synthetic"],
+        serde_json::json!({"sub-003": ["t2"]}),
+        "{r}"
+    );
+    medsynth::pipeline::check_layout(&dataset).unwrap();
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(dataset.join("dataset.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["numTraining"], 0);
+    assert_eq!(json["medsynth_inference_only"], true);
+    assert_eq!(json["labels"], serde_json::json!({"background": 0}));
+    for case in ["sub-001", "sub-002", "sub-003", "sub-004"] {
+        for k in 0..3 {
+            assert!(
+                dataset
+                    .join(format!("imagesTs/{case}_{k:04}.nii.gz"))
+                    .is_file(),
+                "{case} channel {k}"
+            );
+        }
+    }
+}

@@ -979,12 +979,6 @@ fn check_output(file: &PipelineFile, out: &mut Findings) {
                 ),
             );
         }
-        if !file.has_label() {
-            out.add(
-                "output.nnunet",
-                "an nnU-Net dataset needs labels, but input.label is not set",
-            );
-        }
     }
     if let Some(root) = &o.dicom_uid_root
         && !is_uid_root(root)

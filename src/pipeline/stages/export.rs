@@ -7,7 +7,10 @@
 //! its reference modality. A channel the subject has is its real volume; a channel it lacks
 //! is the synthesized one (variant 0) when synthesis produced it, and a case that still lacks
 //! a channel is left out with the reason. Subjects of the `test` split and subjects without a
-//! label go to `imagesTs/`, the rest to `imagesTr/` with their label in `labelsTr/`. For
+//! label go to `imagesTs/`, the rest to `imagesTr/` with their label in `labelsTr/`. A cohort
+//! without labels (the clinical case) gets an inference export: every case in `imagesTs/`,
+//! `numTraining` 0, labels only `background`, and `medsynth_inference_only` in
+//! `dataset.json`, for `nnUNetv2_predict -i imagesTs`. For
 //! `label-to-image` models every synthesized variant of a training subject is one more
 //! training case (`CASE_synK`) with the subject's label. `provenance.parquet` names each
 //! written file's source, and rows of kind `nnunet-image-synthetic` are the synthetic channels.
@@ -383,7 +386,10 @@ pub fn run(
             )?);
         }
     }
-    if training == 0 {
+    // Without labels the export is for inference (nnUNetv2_predict -i imagesTs): every case
+    // in imagesTs/, no training case, and dataset.json says so.
+    let inference_only = !file.has_label();
+    if training == 0 && !inference_only {
         return Err(RunError::Nothing {
             stage: Stage::Output,
             what: format!(
@@ -398,7 +404,7 @@ pub fn run(
     for (c, m) in &synthetic {
         synthetic_by_case.entry(c).or_default().push(m);
     }
-    let dataset = json!({
+    let mut dataset = json!({
         "name": name,
         "description": format!(
             "written by medsynth {} from pipeline {:?}; synthesized channels are listed in medsynth_synthetic and in provenance.parquet",
@@ -410,6 +416,14 @@ pub fn run(
         "file_ending": FILE_ENDING,
         "medsynth_synthetic": synthetic_by_case,
     });
+    if inference_only {
+        dataset["medsynth_inference_only"] = Value::Bool(true);
+        dataset["description"] = Value::from(format!(
+            "written by medsynth {} from pipeline {:?} for inference (nnUNetv2_predict -i imagesTs): the cohort has no labels, so there is no training case; synthesized channels are listed in medsynth_synthetic and in provenance.parquet",
+            crate::VERSION,
+            file.pipeline.name
+        ));
+    }
     let json_path = tmp.join("dataset.json");
     let text = serde_json::to_string_pretty(&dataset).map_err(|e| failed(&json_path, e))?;
     crate::volume::AtomicFile::write(&json_path, text.as_bytes())
