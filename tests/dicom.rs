@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use medsynth::phantom::{PhantomConfig, generate};
 use medsynth::volume::dicom::{self, WriteOptions};
-use medsynth::volume::{Geometry, Metadata, Source, Volume};
+use medsynth::volume::{Geometry, Metadata, Source, Volume, nifti};
 use ndarray::{Array4, Axis};
 use serde_json::Value;
 
@@ -528,4 +528,130 @@ fn enhanced_multiframe_objects_read_with_per_frame_positions() {
         }
     }
     assert_eq!(back.data, v.data);
+}
+
+/// Several planes at each position (diffusion directions, dynamic phases) make a 4-D volume:
+/// volume t holds the t-th plane at each position, in instance then file order, as dcm2niix
+/// assembles them; `convert` writes it as 4-D NIfTI.
+#[test]
+fn a_series_with_several_volumes_at_each_position_reads_as_4d() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = phantom_volume();
+    let mut b = a.clone();
+    b.data.mapv_inplace(|v| v * 2.0 + 7.0);
+    let files_a = write(&a, &dir.path().join("a"));
+    let files_b = write(&b, &dir.path().join("b"));
+    let uid = "1.2.826.0.1.3680043.10.543.4";
+    for f in files_a.iter().chain(&files_b) {
+        edit_file(f, |o| {
+            o.put(DataElement::new(
+                tags::SERIES_INSTANCE_UID,
+                VR::UI,
+                PrimitiveValue::from(uid),
+            ));
+        });
+    }
+    let scan = dicom::scan(dir.path()).unwrap();
+    assert_eq!(scan.series.len(), 1);
+    let v = dicom::read_series(&scan.series[0]).unwrap();
+    assert_eq!(v.frames(), 2);
+    assert_eq!(v.geometry.shape, a.geometry.shape);
+    let single =
+        dicom::read_series(&dicom::scan(&dir.path().join("a")).unwrap().series[0]).unwrap();
+    assert_eq!(v.geometry, single.geometry);
+    assert_eq!(v.frame(0), single.frame(0));
+    let doubled = single.frame(0).mapv(|x| x * 2.0 + 7.0);
+    let worst = v
+        .frame(1)
+        .iter()
+        .zip(doubled.iter())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < 0.01, "{worst}");
+    // 4-D NIfTI out, read back by nibabel's rules (medsynth's reader).
+    let out = dir.path().join("4d.nii.gz");
+    let o = common::medsynth(&[
+        "convert",
+        dir.path().to_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
+    common::assert_success(&o);
+    let back = nifti::read(&out).unwrap();
+    assert_eq!(back.frames(), 2);
+    assert_eq!(back.frame(1), v.frame(1));
+    // A series whose positions repeat unevenly is neither 3-D nor 4-D: refused, named.
+    std::fs::remove_file(&files_b[4]).unwrap();
+    let scan = dicom::scan(dir.path()).unwrap();
+    let e = dicom::read_series(&scan.series[0]).unwrap_err().to_string();
+    assert!(
+        e.contains("neither one 3-D volume nor a regular 4-D series"),
+        "{e}"
+    );
+}
+
+/// Files without orientation, positions or pixel spacing read with the geometry assumed
+/// (identity orientation, planes stacked from the origin, 1 mm pixels), each assumption
+/// listed; a pipeline refuses such a series unless `input.assume_geometry = true`.
+#[test]
+fn missing_geometry_is_assumed_for_convert_and_refused_by_pipelines() {
+    let root = tempfile::tempdir().unwrap();
+    let subject = root.path().join("data/sub-01/t1");
+    let files = write(&phantom_volume(), &subject);
+    for f in &files {
+        edit_file(f, |o| {
+            o.remove_element(tags::IMAGE_POSITION_PATIENT);
+            o.remove_element(tags::IMAGE_ORIENTATION_PATIENT);
+            o.remove_element(tags::PIXEL_SPACING);
+        });
+    }
+    let v = dicom::read_series(&dicom::scan(&subject).unwrap().series[0]).unwrap();
+    assert_eq!(
+        v.meta.assumed_geometry.len(),
+        3,
+        "{:?}",
+        v.meta.assumed_geometry
+    );
+    assert_eq!(v.geometry.shape, [40, 48, 30]);
+    let s = v.geometry.spacing();
+    assert!(
+        (s[0] - 1.0).abs() < 1e-9 && (s[1] - 1.0).abs() < 1e-9,
+        "{s:?}"
+    );
+    let out = root.path().join("t1.nii.gz");
+    let o = common::medsynth(&["convert", subject.to_str().unwrap(), out.to_str().unwrap()]);
+    common::assert_success(&o);
+    assert!(common::stderr(&o).contains("no ImageOrientationPatient"));
+
+    let pipeline = |assume: bool| {
+        format!(
+            r#"
+[pipeline]
+name = "assumed-{assume}"
+seed = 1
+
+[input]
+format = "dicom"
+root = "data"
+subject_glob = "sub-*"
+series = {{ t1 = {{ modality = "MR" }} }}
+assume_geometry = {assume}
+
+[preprocess]
+size = [32, 32]
+slices = {{ axis = "axial", min_foreground = 0.1 }}
+split = {{ train = 1.0, val = 0.0, test = 0.0 }}
+"#
+        )
+    };
+    let file = root.path().join("refused.toml");
+    std::fs::write(&file, pipeline(false)).unwrap();
+    let o = common::run_pipeline(root.path(), &file);
+    let text = format!("{}{}", common::stdout(&o), common::stderr(&o));
+    assert!(
+        text.contains("lacks real geometry") && text.contains("input.assume_geometry = true"),
+        "{text}"
+    );
+    let file = root.path().join("assumed.toml");
+    std::fs::write(&file, pipeline(true)).unwrap();
+    common::assert_success(&common::run_pipeline(root.path(), &file));
 }

@@ -44,6 +44,17 @@ if ! command -v dciodvfy >/dev/null 2>&1; then
     fi
 fi
 
+# CMake, which builds CharLS for the `jpeg-ls` feature (JPEG-LS decoding) the tests run with.
+if ! command -v cmake >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "tests/run.sh: installing cmake" >&2
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake >/dev/null
+    else
+        echo "tests/run.sh: cmake is missing; install it (apt-get install cmake) and run again" >&2
+        exit 1
+    fi
+fi
+
 # The Vulkan loader and lavapipe, the software Vulkan driver the GPU tests run on (Debian
 # packages libvulkan1 and mesa-vulkan-drivers).
 if [ ! -e /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ] && [ ! -e /usr/share/vulkan/icd.d/lvp_icd.aarch64.json ]; then
@@ -70,4 +81,4 @@ fi
 # comparison on lavapipe too, so the tolerances hold for the driver they were measured on.
 export CUBECL_WGPU_DEFAULT_DEVICE="${CUBECL_WGPU_DEFAULT_DEVICE:-Cpu}"
 
-cargo test --locked --features gpu "$@"
+cargo test --locked --features gpu,jpeg-ls "$@"

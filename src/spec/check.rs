@@ -255,6 +255,12 @@ fn check_input(file: &PipelineFile, out: &mut Findings) -> Vec<String> {
             "empty glob, expected a pattern such as \"sub-*\"",
         );
     }
+    if input.assume_geometry && format != InputFormat::Dicom {
+        out.add(
+            "input.assume_geometry",
+            "only used with format \"dicom\"; NIfTI files and phantoms always carry geometry",
+        );
+    }
     match format {
         InputFormat::Nifti => {
             if input.modalities.is_empty() {

@@ -49,6 +49,12 @@ pub struct InputSection {
     /// `missing-modality` tasks none is required.
     #[serde(default)]
     pub required: Option<Vec<String>>,
+    /// `dicom` only: use images whose files lack orientation, positions or pixel spacing, with
+    /// the geometry assumed as dcm2niix assumes it (identity orientation, planes stacked from
+    /// the origin, 1 mm pixels or ImagerPixelSpacing). Default false: such images are
+    /// refused, because resampling needs real geometry.
+    #[serde(default)]
+    pub assume_geometry: bool,
     /// `phantom` only: how many subjects to generate and on which grid.
     #[serde(default)]
     pub phantom: Option<PhantomInput>,

@@ -63,6 +63,14 @@ pub struct Metadata {
     /// What the reader noticed and worked around (header repairs, disagreeing sform and
     /// qform), each also logged as a warning when read.
     pub notes: Vec<String>,
+    /// Geometry the reader assumed because the files do not give it (no orientation,
+    /// positions or pixel spacing): such a volume converts, but a pipeline refuses it unless
+    /// `input.assume_geometry` is set, because resampling needs real geometry.
+    #[serde(default)]
+    pub assumed_geometry: Vec<String>,
+    /// Colour: the fourth axis holds red, green and blue (0-255), not volumes.
+    #[serde(default)]
+    pub rgb: bool,
 }
 
 /// Voxel data indexed `[i, j, k, frame]` (a 3-D volume has one frame), values after the

@@ -79,6 +79,30 @@ struct Job<'a> {
     export: Option<(PathBuf, Vec<WriteFormat>)>,
 }
 
+/// Refuses what preprocessing cannot use: colour images, and geometry the reader had to
+/// assume (unless `input.assume_geometry`), naming the modality, source and series.
+fn usable_volume(name: &str, v: &Volume, assume_geometry: bool) -> Result<(), String> {
+    let series = v
+        .source
+        .series_uid
+        .as_deref()
+        .map_or_else(String::new, |uid| format!(" (series {uid})"));
+    if v.meta.rgb {
+        return Err(format!(
+            "{name}: {}{series} is a colour image; pipelines take greyscale volumes (medsynth convert writes it as RGB NIfTI)",
+            v.source.path.display()
+        ));
+    }
+    if !v.meta.assumed_geometry.is_empty() && !assume_geometry {
+        return Err(format!(
+            "{name}: {}{series} lacks real geometry ({}); resampling needs it, so it is refused unless input.assume_geometry = true",
+            v.source.path.display(),
+            v.meta.assumed_geometry.join("; ")
+        ));
+    }
+    Ok(())
+}
+
 impl Job<'_> {
     fn shard(&self, id: &str) -> PathBuf {
         self.dir.join("shards").join(format!("{id}.safetensors"))
@@ -132,6 +156,7 @@ impl Job<'_> {
         let mut volumes = BTreeMap::new();
         for (name, source) in &subject.modalities {
             let v = source.read().map_err(|e| format!("{name}: {e}"))?;
+            usable_volume(name, &v, file.input.assume_geometry)?;
             volumes.insert(name.clone(), v);
         }
         let label = match &subject.label {

@@ -10,6 +10,7 @@
 //! per-frame positions. DICOM's LPS world is converted to NIfTI's RAS.
 
 mod header;
+mod rle;
 mod scan;
 mod series;
 mod write;

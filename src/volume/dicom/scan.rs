@@ -73,15 +73,12 @@ pub fn scan(root: &Path) -> Result<Scan, DicomError> {
     let mut groups: BTreeMap<(String, Vec<i64>), Vec<SliceHeader>> = BTreeMap::new();
     for r in results {
         match r {
-            Ok(SliceHeader {
-                series_uid: None,
-                path,
-                ..
-            }) => skipped.push(Skipped {
-                path,
-                reason: "no SeriesInstanceUID (0020,000E), so it belongs to no series".to_owned(),
-            }),
-            Ok(h) => {
+            Ok(mut h) => {
+                // A file without SeriesInstanceUID is a series of its own, named by its path.
+                if h.series_uid.is_none() {
+                    tracing::debug!(file = %h.path.display(), "no SeriesInstanceUID (0020,000E): read as a series of its own");
+                    h.series_uid = Some(format!("(no SeriesInstanceUID) {}", h.path.display()));
+                }
                 // dcm2niix splits a series by orientation, size, spacing and echo.
                 let mut split = vec![h.rows as i64, h.cols as i64, h.samples_per_pixel as i64];
                 split.extend(h.orientation.unwrap_or([0.0; 6]).map(key));

@@ -356,7 +356,7 @@ fn rescale(lo: f64, hi: f64, integral: bool) -> (f64, f64) {
     }
 }
 
-/// Writes frame 0 of `volume` as a DICOM series into `dir` (`IM0001.dcm`, ...), each file
+/// Writes a greyscale 3-D `volume` as a DICOM series into `dir` (`IM0001.dcm`, ...), each file
 /// atomically. Returns the written paths.
 pub fn write_series(
     volume: &Volume,
@@ -367,6 +367,16 @@ pub fn write_series(
         path: dir.to_owned(),
         what,
     };
+    if volume.meta.rgb || volume.frames() != 1 {
+        return Err(invalid(format!(
+            "{}: medsynth writes greyscale 3-D series; write it as NIfTI",
+            if volume.meta.rgb {
+                "a colour volume".to_owned()
+            } else {
+                format!("{} volumes", volume.frames())
+            }
+        )));
+    }
     let [nx, ny, nz] = volume.geometry.shape;
     if nx > u16::MAX as usize || ny > u16::MAX as usize {
         return Err(invalid(format!(

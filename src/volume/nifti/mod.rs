@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 pub use header::{Header, NiftiVersion};
 pub use read::{read, read_header};
-pub use write::{header_for, write};
+pub use write::{header_for, write, write_rgb};
 
 /// Why a NIfTI file could not be read or written.
 #[derive(Debug, thiserror::Error)]

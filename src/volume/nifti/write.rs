@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use ndarray::ArrayView3;
+use ndarray::{ArrayView, Dimension, RemoveAxis};
 use nifti::{DataElement, NiftiHeader, writer::WriterOptions};
 
 use super::NiftiError;
@@ -58,22 +58,54 @@ pub fn header_for(affine: &Affine, description: &str) -> NiftiHeader {
     }
 }
 
-/// Writes a 3-D volume indexed `[i, j, k]` to `path` (`.nii` or `.nii.gz`) atomically.
+/// Writes a volume indexed `[i, j, k]` (or `[i, j, k, t]`) to `path` (`.nii` or `.nii.gz`) atomically.
 ///
 /// `data` may have any memory layout (C or Fortran order, permuted, reversed axes): it is
 /// handed to the nifti crate in standard layout, the one layout its writer takes for every
 /// shape (a reversed or Fortran-ordered view makes it fail on an internal `unwrap`). This is
 /// the only place medsynth hands voxels to the nifti crate, so every NIfTI it writes
 /// (synthesized volumes, nnU-Net cases, preprocessed volumes, phantoms) goes through here.
-pub fn write<T>(
+pub fn write<T, D>(
     path: &Path,
-    data: ArrayView3<'_, T>,
+    data: ArrayView<'_, T, D>,
     affine: &Affine,
     description: &str,
 ) -> Result<(), NiftiError>
 where
     T: DataElement + bytemuck::Pod,
+    D: Dimension + RemoveAxis,
 {
+    let data = data.as_standard_layout();
+    write_with(path, data.shape(), affine, description, |options| {
+        options.write_nifti(&data)
+    })
+}
+
+/// Writes colour voxels (`[i, j, k]` of red, green, blue) as NIfTI RGB24, as dcm2niix writes
+/// colour images.
+pub fn write_rgb<D>(
+    path: &Path,
+    data: ArrayView<'_, [u8; 3], D>,
+    affine: &Affine,
+    description: &str,
+) -> Result<(), NiftiError>
+where
+    D: Dimension + RemoveAxis,
+{
+    let data = data.as_standard_layout();
+    write_with(path, data.shape(), affine, description, |options| {
+        options.write_rgb_nifti(&data)
+    })
+}
+
+/// Checks the description and shape, then writes through `write` atomically.
+fn write_with(
+    path: &Path,
+    shape: &[usize],
+    affine: &Affine,
+    description: &str,
+    write: impl FnOnce(WriterOptions<'_>) -> nifti::Result<()>,
+) -> Result<(), NiftiError> {
     if description.len() > 80 {
         return Err(NiftiError::Unwritable {
             path: path.to_owned(),
@@ -83,33 +115,26 @@ where
             ),
         });
     }
-    if let Some(&n) = data
-        .shape()
-        .iter()
-        .find(|&&n| n == 0 || n > i16::MAX as usize)
-    {
+    if let Some(&n) = shape.iter().find(|&&n| n == 0 || n > i16::MAX as usize) {
         return Err(NiftiError::Unwritable {
             path: path.to_owned(),
             reason: format!(
-                "shape {:?} has an axis of {n} voxels, NIfTI-1 holds 1 to {} per axis",
-                data.shape(),
+                "shape {shape:?} has an axis of {n} voxels, NIfTI-1 holds 1 to {} per axis",
                 i16::MAX
             ),
         });
     }
-    let data = data.as_standard_layout();
     let header = header_for(affine, description);
     let file = AtomicFile::new(path).map_err(|source| NiftiError::Commit {
         path: path.to_owned(),
         source,
     })?;
-    WriterOptions::new(file.temp())
-        .reference_header(&header)
-        .write_nifti(&data)
-        .map_err(|source| NiftiError::Write {
+    write(WriterOptions::new(file.temp()).reference_header(&header)).map_err(|source| {
+        NiftiError::Write {
             path: path.to_owned(),
             source,
-        })?;
+        }
+    })?;
     file.commit().map_err(|source| NiftiError::Commit {
         path: path.to_owned(),
         source,
