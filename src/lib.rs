@@ -14,6 +14,7 @@ pub mod pipeline;
 pub mod preprocess;
 pub mod progress;
 pub mod provenance;
+pub mod pseudonym;
 pub mod report;
 pub mod slurm;
 pub mod spec;

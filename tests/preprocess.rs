@@ -462,12 +462,17 @@ fn subjects_are_discovered_with_present_and_missing_modalities() {
         ("t2".to_owned(), by_header("*phantom t2")),
         ("pd".to_owned(), by_header("*proton*")),
     ]);
-    let subjects = dicom_subjects(dcm.path(), "sub-*", &series).unwrap();
+    let input = |series: BTreeMap<String, SeriesMatch>| medsynth::spec::InputSection {
+        series,
+        ..toml::from_str("format = \"dicom\"\nsubject_glob = \"sub-*\"").unwrap()
+    };
+    let (subjects, map) = dicom_subjects(dcm.path(), &input(series), None).unwrap();
+    assert!(map.is_empty());
     assert_eq!(subjects.len(), 2);
     assert!(subjects[0].modalities.contains_key("t2"));
     assert_eq!(subjects[0].missing, ["pd"]);
     let greedy = BTreeMap::from([("any".to_owned(), by_header("*phantom*"))]);
-    let e = dicom_subjects(dcm.path(), "sub-*", &greedy)
+    let e = dicom_subjects(dcm.path(), &input(greedy), None)
         .unwrap_err()
         .to_string();
     assert!(e.contains("input.series.any matches 4 series"), "{e}");

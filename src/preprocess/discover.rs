@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::PreprocessError;
-use crate::spec::SeriesMatch;
+use crate::pseudonym::Pseudonymizer;
+use crate::spec::{InputSection, Prefer, SeriesMatch, SubjectGrouping};
 use crate::volume::dicom::{self, Series};
 
 /// Where one modality of a subject comes from.
@@ -194,56 +195,158 @@ fn series_matches(m: &SeriesMatch, s: &Series) -> bool {
     modality_ok && description_ok
 }
 
-/// DICOM subjects: each subject folder is scanned and every modality takes the series that
-/// matches its patterns; two matching series for one modality is an error naming both.
+/// Pairs of (real PatientID or StudyInstanceUID, subject pseudonym).
+pub type PseudonymMap = Vec<(String, String)>;
+
+/// The series of one subject that a modality's pattern matches, one chosen by `prefer`.
+fn choose<'a>(
+    id: &str,
+    name: &str,
+    hits: Vec<&'a Series>,
+    prefer: Prefer,
+) -> Result<Option<&'a Series>, PreprocessError> {
+    let voxels = |s: &Series| {
+        s.slices
+            .iter()
+            .map(|h| h.rows * h.cols * h.frames)
+            .sum::<usize>()
+    };
+    let latest = |s: &Series| {
+        let h = &s.slices[0];
+        (h.series_date_time.clone(), h.series_number)
+    };
+    Ok(match (hits.len(), prefer) {
+        (0, _) => None,
+        (1, _) => Some(hits[0]),
+        (_, Prefer::Latest) => hits.into_iter().max_by_key(|s| latest(s)),
+        (_, Prefer::Largest) => hits.into_iter().max_by_key(|s| voxels(s)),
+        (n, Prefer::Error) => {
+            return Err(PreprocessError::Apply {
+                step: "input",
+                what: format!(
+                    "subject {id}: input.series.{name} matches {n} series ({}); make the pattern narrower or set input.prefer",
+                    hits.iter()
+                        .map(|s| s.label.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+        }
+    })
+}
+
+/// One subject's inputs from its series.
+fn dicom_subject(
+    id: String,
+    series: &[Series],
+    patterns: &BTreeMap<String, SeriesMatch>,
+    prefer: Prefer,
+) -> Result<SubjectInputs, PreprocessError> {
+    let mut found = BTreeMap::new();
+    let mut missing = Vec::new();
+    for (name, pattern) in patterns {
+        let hits: Vec<&Series> = series
+            .iter()
+            .filter(|s| series_matches(pattern, s))
+            .collect();
+        match choose(&id, name, hits, prefer)? {
+            Some(s) => {
+                found.insert(name.clone(), ModalitySource::Series(Box::new(s.clone())));
+            }
+            None => missing.push(name.clone()),
+        }
+    }
+    Ok(SubjectInputs {
+        id,
+        modalities: found,
+        missing,
+        label: None,
+    })
+}
+
+/// DICOM subjects. Grouped by folder: each folder under `root` matching `subject_glob` is
+/// scanned and named by its name. Grouped by patient or study: the whole tree under `root` is
+/// scanned once (through its DICOMDIR if it has one) and each PatientID or StudyInstanceUID
+/// is one subject, named by its keyed pseudonym; its series' UIDs are replaced by keyed ones
+/// too. In every subject each modality takes the series its pattern matches, by `prefer`
+/// when several do. Returns the subjects and, when grouped by header, the map from real
+/// value to subject id (for `input.pseudonym_map` only).
 pub fn dicom_subjects(
     root: &Path,
-    glob: &str,
-    series: &BTreeMap<String, SeriesMatch>,
-) -> Result<Vec<SubjectInputs>, PreprocessError> {
-    let mut out = Vec::new();
-    for (id, folder) in subject_folders(root, glob)? {
-        let scan = dicom::scan(&folder).map_err(|e| PreprocessError::Apply {
-            step: "input",
-            what: format!("subject {id}: {e}"),
-        })?;
-        let mut found = BTreeMap::new();
-        let mut missing = Vec::new();
-        for (name, pattern) in series {
-            let hits: Vec<&Series> = scan
-                .series
-                .iter()
-                .filter(|s| series_matches(pattern, s))
-                .collect();
-            match hits.as_slice() {
-                [] => missing.push(name.clone()),
-                [one] => {
-                    found.insert(
-                        name.clone(),
-                        ModalitySource::Series(Box::new((*one).clone())),
-                    );
-                }
-                many => {
-                    return Err(PreprocessError::Apply {
-                        step: "input",
-                        what: format!(
-                            "subject {id}: input.series.{name} matches {} series ({}); make the pattern narrower",
-                            many.len(),
-                            many.iter()
-                                .map(|s| s.label.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                    });
-                }
-            }
+    input: &InputSection,
+    pseudonyms: Option<&Pseudonymizer>,
+) -> Result<(Vec<SubjectInputs>, PseudonymMap), PreprocessError> {
+    let fail = |what: String| PreprocessError::Apply {
+        step: "input",
+        what,
+    };
+    if input.subjects == SubjectGrouping::Folder {
+        let mut out = Vec::new();
+        for (id, folder) in subject_folders(root, &input.subject_glob)? {
+            let scan = dicom::scan(&folder).map_err(|e| fail(format!("subject {id}: {e}")))?;
+            out.push(dicom_subject(
+                id,
+                &scan.series,
+                &input.series,
+                input.prefer,
+            )?);
         }
-        out.push(SubjectInputs {
-            id,
-            modalities: found,
-            missing,
-            label: None,
-        });
+        return Ok((out, Vec::new()));
     }
-    Ok(out)
+    let pseudonyms = pseudonyms.ok_or_else(|| {
+        fail("subjects grouped by DICOM header need a pseudonymization key".to_owned())
+    })?;
+    let scan = dicom::scan(root).map_err(|e| fail(e.to_string()))?;
+    let mut groups: BTreeMap<String, Vec<Series>> = BTreeMap::new();
+    let mut unkeyed = 0usize;
+    for mut s in scan.series {
+        let first = &s.slices[0];
+        let key = match input.subjects {
+            SubjectGrouping::Patient => first.patient_id.as_ref().map(|p| p.expose().to_owned()),
+            _ => first.study_uid.clone(),
+        };
+        let Some(key) = key else {
+            unkeyed += 1;
+            continue;
+        };
+        // The series' UID is identifying too (PS3.15 Annex E): a keyed one stands for it.
+        s.uid = pseudonyms.uid(&s.uid);
+        s.label = if s.part > 1 {
+            format!("{} (part {})", s.uid, s.part)
+        } else {
+            s.uid.clone()
+        };
+        groups.entry(key).or_default().push(s);
+    }
+    if unkeyed > 0 {
+        tracing::warn!(
+            series = unkeyed,
+            "series without {} left out",
+            if input.subjects == SubjectGrouping::Patient {
+                "PatientID"
+            } else {
+                "StudyInstanceUID"
+            }
+        );
+    }
+    let mut out = Vec::new();
+    let mut map = Vec::new();
+    for (key, series) in groups {
+        let id = pseudonyms.subject(&key);
+        out.push(dicom_subject(
+            id.clone(),
+            &series,
+            &input.series,
+            input.prefer,
+        )?);
+        map.push((key, id));
+    }
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    if out.is_empty() {
+        return Err(fail(format!(
+            "no DICOM image series under {}",
+            root.display()
+        )));
+    }
+    Ok((out, map))
 }

@@ -255,6 +255,35 @@ fn check_input(file: &PipelineFile, out: &mut Findings) -> Vec<String> {
             "empty glob, expected a pattern such as \"sub-*\"",
         );
     }
+    if format != InputFormat::Dicom {
+        if input.subjects != crate::spec::SubjectGrouping::Folder {
+            out.add(
+                "input.subjects",
+                "only used with format \"dicom\"; other inputs have one folder per subject",
+            );
+        }
+        if input.prefer != crate::spec::Prefer::Error {
+            out.add("input.prefer", "only used with format \"dicom\"");
+        }
+    }
+    if input.subjects == crate::spec::SubjectGrouping::Folder {
+        for (key, set) in [
+            (
+                "input.pseudonym_key_file",
+                input.pseudonym_key_file.is_some(),
+            ),
+            ("input.pseudonym_map", input.pseudonym_map.is_some()),
+        ] {
+            if set {
+                out.add(key, "only used when input.subjects is \"patient\" or \"study\" (subjects named by pseudonym)");
+            }
+        }
+    }
+    if let Some(map) = &input.pseudonym_map
+        && std::path::Path::new(map).starts_with(file.output_dir())
+    {
+        out.add("input.pseudonym_map", format!("{map:?} lies inside the run folder {:?}; the map links pseudonyms to real identities, so it must be kept elsewhere", file.output_dir()));
+    }
     if input.assume_geometry && format != InputFormat::Dicom {
         out.add(
             "input.assume_geometry",

@@ -49,6 +49,27 @@ pub struct InputSection {
     /// `missing-modality` tasks none is required.
     #[serde(default)]
     pub required: Option<Vec<String>>,
+    /// `dicom` only: what one subject is. `folder` (default): each folder under `root` matching
+    /// `subject_glob`. `patient`: every series under `root` (a flat tree or a DICOMDIR export,
+    /// patients mixed) grouped by PatientID; `study`: grouped by StudyInstanceUID. Grouped by
+    /// header, subjects are named by a keyed hash (HMAC-SHA-256) of the PatientID or
+    /// StudyInstanceUID, never by the value itself: the key comes from `pseudonym_key_file`
+    /// or the environment variable `MEDSYNTH_PSEUDONYM_KEY`, and is never written into a run.
+    #[serde(default)]
+    pub subjects: SubjectGrouping,
+    /// `dicom` only: which series a modality takes when several of a subject match its
+    /// pattern. `error` (default): refuse, naming them. `latest`: the latest SeriesDate and
+    /// SeriesTime (then the highest SeriesNumber). `largest`: the most voxels.
+    #[serde(default)]
+    pub prefer: Prefer,
+    /// File holding the pseudonymization key (its bytes, surrounding whitespace trimmed;
+    /// relative to the run root). Default: the environment variable `MEDSYNTH_PSEUDONYM_KEY`.
+    #[serde(default)]
+    pub pseudonym_key_file: Option<String>,
+    /// Where to write the map from real PatientID (or StudyInstanceUID) to subject id, as CSV;
+    /// it must lie outside the run folder. Default: the map is not written anywhere.
+    #[serde(default)]
+    pub pseudonym_map: Option<String>,
     /// `dicom` only: use images whose files lack orientation, positions or pixel spacing, with
     /// the geometry assumed as dcm2niix assumes it (identity orientation, planes stacked from
     /// the origin, 1 mm pixels or ImagerPixelSpacing). Default false: such images are
@@ -58,6 +79,32 @@ pub struct InputSection {
     /// `phantom` only: how many subjects to generate and on which grid.
     #[serde(default)]
     pub phantom: Option<PhantomInput>,
+}
+
+/// What one subject of a DICOM input is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SubjectGrouping {
+    /// One folder under `root` per subject, named by the folder.
+    #[default]
+    Folder,
+    /// The series sharing a PatientID, named by its pseudonym.
+    Patient,
+    /// The series sharing a StudyInstanceUID, named by its pseudonym.
+    Study,
+}
+
+/// Which of several matching series a modality takes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Prefer {
+    /// Refuse, naming the series.
+    #[default]
+    Error,
+    /// The latest SeriesDate + SeriesTime, then the highest SeriesNumber.
+    Latest,
+    /// The most voxels.
+    Largest,
 }
 
 fn default_subject_glob() -> String {

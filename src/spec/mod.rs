@@ -39,7 +39,9 @@ use serde::{Deserialize, Serialize};
 
 pub use check::{Finding, KeyPath, check};
 pub use evaluate::{EvaluateSection, Metric, Protocol};
-pub use input::{InputFormat, InputSection, PhantomInput, SeriesMatch, Spacing};
+pub use input::{
+    InputFormat, InputSection, PhantomInput, Prefer, SeriesMatch, Spacing, SubjectGrouping,
+};
 pub use load::{Diagnostic, SpecError, load, parse};
 pub use model::{
     AttentionConfig, AttentionKind, DiffusionConfig, GanConfig, Modalities, ModelKind,

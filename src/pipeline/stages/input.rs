@@ -8,7 +8,9 @@ use crate::phantom::{self, PhantomConfig, PhantomFormat};
 use crate::pipeline::context::{Run, now_rfc3339};
 use crate::pipeline::handoff::{Skip, Subjects};
 use crate::pipeline::{RunError, Stage};
-use crate::preprocess::{dicom_subjects, nifti_subjects};
+use crate::preprocess::{SubjectInputs, dicom_subjects, nifti_subjects};
+use crate::pseudonym::Pseudonymizer;
+use crate::spec::SubjectGrouping;
 use crate::spec::{InputFormat, PHANTOM_MODALITIES, Task};
 use crate::volume::AxisOrder;
 
@@ -99,6 +101,43 @@ pub fn run(run: &mut Run) -> Result<Subjects, RunError> {
     discover(run)
 }
 
+/// DICOM subjects (see [`dicom_subjects`]); when they are named by pseudonyms and
+/// `input.pseudonym_map` is set, the map from real value to pseudonym is written there, as
+/// CSV, atomically. Checking put that path outside the run folder.
+fn dicom_inputs(run: &Run, root: &Path) -> Result<Vec<SubjectInputs>, String> {
+    let input = &run.plan.file.input;
+    let pseudonyms = match input.subjects {
+        SubjectGrouping::Folder => None,
+        _ => Some(Pseudonymizer::load(
+            input
+                .pseudonym_key_file
+                .as_deref()
+                .map(|f| run.resolve(f))
+                .as_deref(),
+        )?),
+    };
+    let (subjects, map) =
+        dicom_subjects(root, input, pseudonyms.as_ref()).map_err(|e| e.to_string())?;
+    if let Some(path) = &input.pseudonym_map {
+        let path = run.resolve(path);
+        if path.starts_with(run.dir()) {
+            return Err(format!(
+                "input.pseudonym_map {} lies inside the run folder {}; the map links pseudonyms to real identities, so it must be kept elsewhere",
+                path.display(),
+                run.dir().display()
+            ));
+        }
+        let mut csv = String::from("source,subject\n");
+        for (real, id) in &map {
+            csv.push_str(&format!("\"{}\",{id}\n", real.replace('"', "\"\"")));
+        }
+        crate::volume::AtomicFile::write(&path, csv.as_bytes())
+            .map_err(|e| format!("cannot write the pseudonym map {}: {e}", path.display()))?;
+        tracing::info!(subjects = map.len(), path = %path.display(), "pseudonym map written");
+    }
+    Ok(subjects)
+}
+
 /// Finds the subjects of the `[input]` section (phantom subjects already generated) and sets
 /// aside those that lack what the pipeline needs.
 pub fn discover(run: &Run) -> Result<Subjects, RunError> {
@@ -123,8 +162,9 @@ pub fn discover(run: &Run) -> Result<Subjects, RunError> {
                     &input.modalities,
                     input.label.as_deref(),
                 )
+                .map_err(|e| e.to_string())
             } else {
-                dicom_subjects(&root, &input.subject_glob, &input.series)
+                dicom_inputs(run, &root)
             };
             found.map_err(|e| RunError::failed(Stage::Input, &root, e))?
         }

@@ -59,6 +59,8 @@ struct Done {
     rows: Vec<ManifestRow>,
     shard: PathBuf,
     sources: Vec<PathBuf>,
+    /// The DICOM series read (their UIDs; keyed ones when subjects are pseudonymized).
+    series_uids: Vec<String>,
     exported: Vec<PathBuf>,
 }
 
@@ -146,6 +148,7 @@ impl Job<'_> {
             rows,
             shard,
             sources: sources(subject),
+            series_uids: series_uids(subject),
             exported,
         })
     }
@@ -190,6 +193,7 @@ impl Job<'_> {
             rows,
             shard: self.shard(&subject.id),
             sources: sources(subject),
+            series_uids: series_uids(subject),
             exported,
         })
     }
@@ -347,6 +351,17 @@ fn volume_names(subject: &SubjectInputs) -> Vec<String> {
         .collect()
 }
 
+fn series_uids(subject: &SubjectInputs) -> Vec<String> {
+    subject
+        .modalities
+        .values()
+        .filter_map(|s| match s {
+            crate::preprocess::ModalitySource::Series(series) => Some(series.uid.clone()),
+            crate::preprocess::ModalitySource::File(_) => None,
+        })
+        .collect()
+}
+
 fn sources(subject: &SubjectInputs) -> Vec<PathBuf> {
     subject
         .modalities
@@ -454,8 +469,9 @@ fn store_location(run: &Run, subjects: &Subjects) -> Result<(String, PathBuf), R
     Ok((key, dir))
 }
 
-/// What a subject's work wrote: its id, shard, sources and preprocessed volumes.
-type Written = (String, PathBuf, Vec<PathBuf>, Vec<PathBuf>);
+/// What a subject's work wrote: its id, shard, sources, their series UIDs and preprocessed
+/// volumes.
+type Written = (String, PathBuf, Vec<PathBuf>, Vec<String>, Vec<PathBuf>);
 
 /// Provenance rows for every subject's shard and preprocessed volumes.
 fn record_written(
@@ -464,7 +480,7 @@ fn record_written(
     written: Vec<Written>,
     started: &str,
 ) -> Result<(), RunError> {
-    for (subject, shard, srcs, exported) in written {
+    for (subject, shard, srcs, uids, exported) in written {
         let sha: Vec<String> = rows
             .iter()
             .find(|r| r.subject == subject)
@@ -474,6 +490,7 @@ fn record_written(
         let mut row = run.row(Stage::Preprocess, "slice-shard", &shard, &subject, started)?;
         row.sources = names.join(";");
         row.source_sha256 = sha.join(";");
+        row.source_series_uids = uids.join(";");
         run.record(row);
         for f in crate::pipeline::write::files_of(&exported) {
             {
@@ -481,6 +498,7 @@ fn record_written(
                     run.row(Stage::Output, "preprocessed-volume", &f, &subject, started)?;
                 row.sources = names.join(";");
                 row.source_sha256 = sha.join(";");
+                row.source_series_uids = uids.join(";");
                 run.record(row);
             }
         }
@@ -564,7 +582,7 @@ pub fn run(run: &mut Run, subjects: &Subjects, skipped: &mut Vec<Skip>) -> Resul
         match result {
             Ok(d) => {
                 rows.extend(d.rows);
-                written.push((subject, d.shard, d.sources, d.exported));
+                written.push((subject, d.shard, d.sources, d.series_uids, d.exported));
             }
             Err(reason) => {
                 tracing::warn!(%subject, "skipped: {reason}");

@@ -1,5 +1,7 @@
 //! What medsynth reads from one DICOM file's header: geometry, pixel format, rescale and
-//! non-identifying acquisition parameters. Patient-identifying elements are never read.
+//! non-identifying acquisition parameters. Of the patient-identifying elements only
+//! PatientID is read, into an [`Identifier`] that never prints, so that subjects can be
+//! grouped by patient and named by a keyed hash of it.
 
 use std::path::{Path, PathBuf};
 
@@ -22,12 +24,37 @@ pub struct FrameInfo {
     pub slice_thickness: Option<f64>,
 }
 
+/// A value that identifies a patient: compared and hashed, never shown (its `Debug` prints
+/// `<redacted>` and it has no `Display`).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Identifier(String);
+
+impl Identifier {
+    /// The value, for keyed hashing and the pseudonym map only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Identifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
 /// The header of one DICOM image file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SliceHeader {
     pub path: PathBuf,
     /// SeriesInstanceUID; files without one are not grouped into series.
     pub series_uid: Option<String>,
+    /// PatientID (0010,0020), for grouping subjects by patient.
+    pub patient_id: Option<Identifier>,
+    /// StudyInstanceUID (0020,000D), for grouping subjects by study.
+    pub study_uid: Option<String>,
+    /// SeriesDate and SeriesTime as `YYYYMMDDHHMMSS.FFFFFF` (sortable), for `prefer = "latest"`.
+    pub series_date_time: Option<String>,
+    pub series_number: Option<i64>,
     pub instance_number: Option<i64>,
     pub rows: usize,
     pub cols: usize,
@@ -324,6 +351,11 @@ pub fn header_of(obj: &DefaultDicomObject, path: &Path) -> Result<SliceHeader, D
     Ok(SliceHeader {
         path: path.to_owned(),
         series_uid,
+        patient_id: text(obj, tags::PATIENT_ID).map(Identifier),
+        study_uid: text(obj, tags::STUDY_INSTANCE_UID),
+        series_date_time: text(obj, tags::SERIES_DATE)
+            .map(|d| format!("{d}{}", text(obj, tags::SERIES_TIME).unwrap_or_default())),
+        series_number: int(obj, tags::SERIES_NUMBER),
         instance_number: int(obj, tags::INSTANCE_NUMBER),
         rows: rows as usize,
         cols: cols as usize,

@@ -17,7 +17,7 @@ mod write;
 
 use std::path::PathBuf;
 
-pub use header::{FrameInfo, SliceHeader, read_header};
+pub use header::{FrameInfo, Identifier, SliceHeader, read_header};
 pub use scan::{Scan, Skipped, scan};
 pub use series::{Series, read_frames, read_series};
 pub use write::{WriteOptions, write_series};

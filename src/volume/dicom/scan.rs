@@ -51,15 +51,58 @@ fn key(v: f64) -> i64 {
     (v * 1e4).round() as i64
 }
 
-/// Scans `root` (a folder tree or a single file) and groups the images into series.
+/// The files a DICOMDIR (the index of a CD or PACS export) names in its image records'
+/// ReferencedFileID, relative to its folder; only those that exist.
+fn dicomdir_files(dicomdir: &Path) -> Result<Vec<PathBuf>, DicomError> {
+    use dicom::dictionary_std::tags;
+    let obj = dicom::object::open_file(dicomdir).map_err(|source| DicomError::Open {
+        path: dicomdir.to_owned(),
+        source: Box::new(source),
+    })?;
+    let base = dicomdir.parent().unwrap_or(Path::new("."));
+    let mut files = Vec::new();
+    let records = obj
+        .get(tags::DIRECTORY_RECORD_SEQUENCE)
+        .and_then(|e| e.items())
+        .unwrap_or(&[]);
+    for record in records {
+        let Some(id) = record
+            .get(tags::REFERENCED_FILE_ID)
+            .and_then(|e| e.to_multi_str().ok())
+        else {
+            continue;
+        };
+        let mut path = base.to_owned();
+        for part in id.iter() {
+            let part = part.trim_matches(|c: char| c.is_whitespace() || c == '\0');
+            // Components are plain names; anything else would leave the export's folder.
+            if part.is_empty() || part == "." || part == ".." || part.contains(['/', '\\']) {
+                continue;
+            }
+            path.push(part);
+        }
+        if path.is_file() {
+            files.push(path);
+        }
+    }
+    Ok(files)
+}
+
+/// Scans `root` (a folder tree or a single file) and groups the images into series. A
+/// folder with a DICOMDIR is read through it: the files its records name.
 pub fn scan(root: &Path) -> Result<Scan, DicomError> {
     let mut files = Vec::new();
+    let dicomdir = root.join("DICOMDIR");
     if root.is_file() {
         files.push(root.to_owned());
+    } else if dicomdir.is_file() {
+        files = dicomdir_files(&dicomdir)?;
+        tracing::info!(files = files.len(), dicomdir = %dicomdir.display(), "reading the files a DICOMDIR names");
     } else {
         walk(root, &mut files)?;
     }
     files.sort();
+    files.dedup();
     let results: Vec<Result<SliceHeader, Skipped>> = files
         .par_iter()
         .map(|p| {
