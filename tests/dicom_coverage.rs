@@ -68,12 +68,12 @@ const KNOWN: &[(&str, &str, &str)] = &[
     (
         "SC_jpeg_no_color_transform.dcm",
         "values-differ",
-        "a JPEG whose Adobe marker says no colour transform: medsynth (dicom-rs) and dcm2niix convert YCbCr to RGB, pydicom does not (medsynth gap)",
+        "a JPEG whose Adobe marker says no colour transform: medsynth (dicom-rs) and dcm2niix convert YCbCr to RGB alike, pydicom does not",
     ),
     (
         "SC_rgb_jpeg.dcm",
-        "medsynth-refused",
-        "its file meta says explicit VR while the data set is implicit; dicom-rs refuses it (medsynth gap)",
+        "values-differ",
+        "an implicit-VR data set under an explicit-VR file meta, read as implicit; its JPEG colour is converted from YCbCr as dcm2niix does (the same voxels as dcm2niix), where pydicom does not",
     ),
     (
         "GDCMJ2K_TextGBR.dcm",

@@ -213,14 +213,35 @@ pub(crate) fn open_bytes(
         path: path.to_owned(),
         source,
     };
-    // A bare data set starts with a group 0008 element (little endian).
-    if bytes.len() < 8 || bytes[0..2] != [0x08, 0x00] {
-        return Err(open_error(Box::new(part10)));
-    }
     use dicom::encoding::TransferSyntaxIndex;
     let implicit = dicom::transfer_syntax::TransferSyntaxRegistry
         .get(dicom::dictionary_std::uids::IMPLICIT_VR_LITTLE_ENDIAN)
         .ok_or_else(|| open_error("implicit VR little endian is not registered".into()))?;
+    // A Part 10 file whose data set is implicit VR though its meta names an explicit VR
+    // transfer syntax (seen in JPEG exports; pydicom and dcm2niix read it): the meta kept,
+    // the data set read as implicit VR.
+    if bytes.get(128..132) == Some(b"DICM".as_slice()) {
+        let mut at = std::io::Cursor::new(&bytes[128..]);
+        if let Ok(meta) = dicom::object::FileMetaTable::from_reader(&mut at)
+            && let Ok(data) = InMemDicomObject::read_dataset_with_ts(&mut at, implicit)
+            && data.get(tags::ROWS).is_some()
+        {
+            tracing::warn!(file = %path.display(), "the data set is implicit VR although the file meta says {}: read as implicit VR", meta.transfer_syntax());
+            let data = match until {
+                Some(tag) => InMemDicomObject::from_element_iter(
+                    data.into_iter()
+                        .filter(|e| dicom::core::header::Header::tag(e) < tag),
+                ),
+                None => data,
+            };
+            return Ok(data.with_exact_meta(meta));
+        }
+        return Err(open_error(Box::new(part10)));
+    }
+    // A bare data set starts with a group 0008 element (little endian).
+    if bytes.len() < 8 || bytes[0..2] != [0x08, 0x00] {
+        return Err(open_error(Box::new(part10)));
+    }
     let data = InMemDicomObject::read_dataset_with_ts(std::io::Cursor::new(bytes), implicit)
         .map_err(|_| open_error(Box::new(part10)))?;
     let sop_class =
@@ -244,13 +265,15 @@ pub fn read_header(path: &Path) -> Result<SliceHeader, DicomError> {
     let obj = match part10 {
         Ok(obj) => obj,
         Err(source) => {
-            // Only a bare data set is worth a second read of the whole file.
-            let mut head = [0u8; 2];
-            let bare = std::fs::File::open(path)
-                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
-                .is_ok()
-                && head == [0x08, 0x00];
-            if !bare {
+            // Only a bare data set, or a Part 10 file whose data set may be implicit VR, is
+            // worth a second read of the whole file.
+            let mut head = [0u8; 132];
+            let read = std::fs::File::open(path)
+                .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+                .unwrap_or(0);
+            let bare = read >= 2 && head[..2] == [0x08, 0x00];
+            let part10 = read == 132 && &head[128..132] == b"DICM";
+            if !bare && !part10 {
                 return Err(DicomError::Open {
                     path: path.to_owned(),
                     source: Box::new(source),
