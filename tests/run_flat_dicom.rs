@@ -173,17 +173,41 @@ fn a_flat_export_grouped_by_patient_runs_under_pseudonyms_and_leaks_nothing() {
 
     // The synthetic series carry the pseudonym and pass dciodvfy; the inference export holds
     // every subject.
+    // Each files into its source's study and frame of reference, under their keyed UIDs.
+    let real: std::collections::BTreeMap<String, String> = lines
+        .iter()
+        .map(|l| {
+            let (r, id) = l.rsplit_once(',').unwrap();
+            (id.to_owned(), r.trim_matches('"').to_owned())
+        })
+        .collect();
     for id in &subjects {
         let files = common::files_in(&run_dir.join("synth/variant-0").join(id).join("t2"));
         let obj = ::dicom::object::open_file(&files[0]).unwrap();
-        let patient = obj
-            .element(::dicom::dictionary_std::tags::PATIENT_ID)
+        let text = |tag| {
+            obj.element(tag)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .trim_end_matches(['\0', ' '])
+                .to_owned()
+        };
+        use ::dicom::dictionary_std::tags;
+        assert_eq!(&text(tags::PATIENT_ID), id);
+        let patient = made["patients"]
+            .as_object()
             .unwrap()
-            .to_str()
-            .unwrap()
-            .trim_end()
-            .to_owned();
-        assert_eq!(&patient, id);
+            .values()
+            .find(|p| p["patient_id"] == real[id].as_str())
+            .unwrap();
+        assert_eq!(
+            text(tags::STUDY_INSTANCE_UID),
+            keys.uid(patient["study"].as_str().unwrap())
+        );
+        assert_eq!(
+            text(tags::FRAME_OF_REFERENCE_UID),
+            keys.uid(patient["frame_of_reference"].as_str().unwrap())
+        );
         let errors = common::dciodvfy_errors(&files[..1]);
         assert!(errors.is_empty(), "{}", errors.join("\n"));
     }

@@ -27,6 +27,8 @@ pub struct Subjects {
     /// Every usable subject of the cohort, whichever shard it belongs to: the splits and the
     /// slice store's key are computed from these, the same in every shard.
     pub cohort: Vec<String>,
+    /// Subjects are named by pseudonyms and their DICOM UIDs already replaced by keyed ones.
+    pub pseudonymized: bool,
 }
 
 /// The slice store a run reads.

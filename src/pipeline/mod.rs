@@ -391,7 +391,7 @@ fn whole(plan: Plan, root: &Path) -> Result<Outcome, RunError> {
         given_checkpoint(&run)
     };
     let synthesized = match (stages.contains(&Stage::Synthesize), &checkpoint) {
-        (true, Some(c)) => Some(synthesize::run(&mut run, &store, c)?),
+        (true, Some(c)) => Some(synthesize::run(&mut run, &store, c, &subjects)?),
         (true, None) => return Err(no_model()),
         (false, _) => None,
     };
@@ -561,7 +561,12 @@ fn sharded(plan: Plan, root: &Path, shard: Shard, part: Part) -> Result<Outcome,
     };
     let file = run.plan.file.clone();
     let synthesized = match &file.synthesize {
-        Some(s) if has(s.split) => Some(synthesize::run(&mut run, &outcome.store, &checkpoint)?),
+        Some(s) if has(s.split) => Some(synthesize::run(
+            &mut run,
+            &outcome.store,
+            &checkpoint,
+            &subjects,
+        )?),
         _ => None,
     };
     let evaluation = match (&file.evaluate, &synthesized) {

@@ -309,8 +309,16 @@ pub fn dicom_subjects(
             unkeyed += 1;
             continue;
         };
-        // The series' UID is identifying too (PS3.15 Annex E): a keyed one stands for it.
+        // UIDs are identifying too (PS3.15 Annex E): keyed ones stand for the series', study's
+        // and frame of reference's, so derived series written later file beside their source.
         s.uid = pseudonyms.uid(&s.uid);
+        for h in &mut s.slices {
+            h.study_uid = h.study_uid.as_deref().map(|u| pseudonyms.uid(u));
+            h.frame_of_reference_uid = h
+                .frame_of_reference_uid
+                .as_deref()
+                .map(|u| pseudonyms.uid(u));
+        }
         s.label = if s.part > 1 {
             format!("{} (part {})", s.uid, s.part)
         } else {

@@ -8,7 +8,8 @@ becomes a patient with a name, ID, birth date, institution, accession number and
 the first patient gets a second, later study with its T1 again (so `prefer = "latest"` has a
 choice), and every patient a one-slice localizer and a derived T2 copy that the pipeline's
 patterns must not pick. Prints JSON: the identifying strings injected, and per patient its
-PatientID and which T1 series is the latest.
+PatientID, which T1 series is the latest, and the StudyInstanceUID and FrameOfReferenceUID of
+its T2.
 """
 import copy
 import json
@@ -87,7 +88,12 @@ def main():
         ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]
         keep.append(ds)
         fs.add(ds)
-        patients[subject.name] = {"patient_id": f"MRN{p}77310", "latest_t1": latest_t1}
+        patients[subject.name] = {
+            "patient_id": f"MRN{p}77310",
+            "latest_t1": latest_t1,
+            "study": study,
+            "frame_of_reference": str(ds.FrameOfReferenceUID),
+        }
         phi.add(f"MRN{p}77310")
     fs.write(out)
     print(json.dumps({"phi": sorted(phi), "patients": patients}))

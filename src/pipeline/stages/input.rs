@@ -175,7 +175,11 @@ pub fn discover(run: &Run) -> Result<Subjects, RunError> {
         .as_ref()
         .is_some_and(|m| m.task == Task::LabelToImage);
     let root = run.resolve(input.root.as_deref().unwrap_or("."));
-    let mut out = Subjects::default();
+    let mut out = Subjects {
+        pseudonymized: input.format == InputFormat::Dicom
+            && input.subjects != SubjectGrouping::Folder,
+        ..Subjects::default()
+    };
     if input.format == InputFormat::Phantom {
         let n = file
             .input

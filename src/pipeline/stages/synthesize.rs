@@ -12,9 +12,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use ndarray::{Array4, Axis};
+use sha2::Digest;
 
 use crate::dataset::{ManifestRow, SliceSet, read_shard, shard_shape, write_manifest, write_shard};
-use crate::pipeline::handoff::{Synthesized, attention_maps, report_positions};
+use crate::pipeline::handoff::{Subjects, Synthesized, attention_maps, report_positions};
 use crate::pipeline::model::generator;
 use crate::pipeline::write::{files_of, write_formats};
 use crate::pipeline::{Run, RunError, Stage, Store, now_rfc3339, sha256_file};
@@ -34,8 +35,21 @@ fn failed(path: &Path, e: impl ToString) -> RunError {
 /// subject's last partial batch does not leave the device half idle; each slice draws its
 /// noise from its own seed ([`slice_seed`]), so its sample does not depend on its batch. A
 /// subject is written as soon as its last slice is sampled, in store order.
-pub fn run(run: &mut Run, store: &Store, checkpoint: &Path) -> Result<Synthesized, RunError> {
+pub fn run(
+    run: &mut Run,
+    store: &Store,
+    checkpoint: &Path,
+    inputs: &Subjects,
+) -> Result<Synthesized, RunError> {
     let file = run.plan.file.clone();
+    let sources = source_uids(
+        inputs,
+        &file
+            .model
+            .as_ref()
+            .map(|m| m.target.iter().map(str::to_owned).collect::<Vec<_>>())
+            .unwrap_or_default(),
+    );
     let section = file.synthesize.clone().unwrap_or_default();
     let split = match section.split {
         SplitName::All => None,
@@ -82,6 +96,7 @@ pub fn run(run: &mut Run, store: &Store, checkpoint: &Path) -> Result<Synthesize
             generator: generator.as_ref(),
             targets: &targets,
             checkpoint_sha: &checkpoint_sha,
+            source_uids: sources.clone(),
             dicom: crate::volume::dicom::WriteOptions {
                 uid_root: file.output.dicom_uid_root.clone(),
                 derivation: Some(derivation(&file, generator.as_ref(), v, &checkpoint_sha)),
@@ -109,6 +124,49 @@ pub fn run(run: &mut Run, store: &Store, checkpoint: &Path) -> Result<Synthesize
         variants,
         slices: set.len(),
     })
+}
+
+/// Each DICOM subject's source study and frame of reference, so its synthetic series file
+/// into that study beside the source and register with it: the keyed UIDs discovery put in
+/// place of the real ones for pseudonymized subjects, else UIDs derived from the real ones by
+/// a hash (the same source UID always gives the same one; nothing is copied).
+fn source_uids(
+    subjects: &Subjects,
+    targets: &[String],
+) -> BTreeMap<String, (Option<String>, Option<String>)> {
+    let mapped = |uid: &str, role: &str| {
+        if uid.starts_with("2.25.") && subjects.pseudonymized {
+            uid.to_owned()
+        } else {
+            let hash: [u8; 32] = sha2::Sha256::digest(uid.as_bytes()).into();
+            crate::volume::dicom::make_uid(None, &hash, role)
+        }
+    };
+    subjects
+        .usable
+        .iter()
+        .filter_map(|s| {
+            let series = |m: &crate::preprocess::ModalitySource| match m {
+                crate::preprocess::ModalitySource::Series(series) => Some(series.clone()),
+                crate::preprocess::ModalitySource::File(_) => None,
+            };
+            // The study of the real target when the subject has it, else of an input.
+            let series = targets
+                .iter()
+                .find_map(|t| s.modalities.get(t).and_then(series))
+                .or_else(|| s.modalities.values().find_map(series))?;
+            let h = series.slices.first()?;
+            Some((
+                s.id.clone(),
+                (
+                    h.study_uid.as_deref().map(|u| mapped(u, "study")),
+                    h.frame_of_reference_uid
+                        .as_deref()
+                        .map(|u| mapped(u, "frame-of-reference")),
+                ),
+            ))
+        })
+        .collect()
 }
 
 /// DerivationDescription of a synthetic series: the model, how it sampled, the variant and
@@ -141,6 +199,8 @@ struct VariantWriter<'a> {
     checkpoint_sha: &'a str,
     /// UID root and derivation of the DICOM series it writes.
     dicom: crate::volume::dicom::WriteOptions,
+    /// Per subject, the (mapped) study and frame of reference UIDs of its DICOM source.
+    source_uids: BTreeMap<String, (Option<String>, Option<String>)>,
     dir: &'a Path,
     variant: u32,
     /// The slice store and the checkpoint, for messages.
@@ -344,7 +404,11 @@ impl VariantWriter<'_> {
                 target,
                 &volume,
                 &file.output.formats,
-                &self.dicom,
+                &crate::volume::dicom::WriteOptions {
+                    study_uid: self.source_uids.get(subject).and_then(|u| u.0.clone()),
+                    frame_of_reference_uid: self.source_uids.get(subject).and_then(|u| u.1.clone()),
+                    ..self.dicom.clone()
+                },
                 "medsynth synthetic",
             )
             .map_err(|e| failed(&volumes, e))?;

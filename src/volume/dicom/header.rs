@@ -52,6 +52,8 @@ pub struct SliceHeader {
     pub patient_id: Option<Identifier>,
     /// StudyInstanceUID (0020,000D), for grouping subjects by study.
     pub study_uid: Option<String>,
+    /// FrameOfReferenceUID (0020,0052): derived series share their source's, mapped.
+    pub frame_of_reference_uid: Option<String>,
     /// SeriesDate and SeriesTime as `YYYYMMDDHHMMSS.FFFFFF` (sortable), for `prefer = "latest"`.
     pub series_date_time: Option<String>,
     pub series_number: Option<i64>,
@@ -376,6 +378,7 @@ pub fn header_of(obj: &DefaultDicomObject, path: &Path) -> Result<SliceHeader, D
         series_uid,
         patient_id: text(obj, tags::PATIENT_ID).map(Identifier),
         study_uid: text(obj, tags::STUDY_INSTANCE_UID),
+        frame_of_reference_uid: text(obj, tags::FRAME_OF_REFERENCE_UID),
         series_date_time: text(obj, tags::SERIES_DATE)
             .map(|d| format!("{d}{}", text(obj, tags::SERIES_TIME).unwrap_or_default())),
         series_number: int(obj, tags::SERIES_NUMBER),

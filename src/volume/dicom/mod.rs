@@ -20,7 +20,7 @@ use std::path::PathBuf;
 pub use header::{FrameInfo, Identifier, SliceHeader, read_header};
 pub use scan::{Scan, Skipped, scan};
 pub use series::{Series, read_frames, read_series};
-pub use write::{WriteOptions, write_series};
+pub use write::{WriteOptions, make_uid, write_series};
 
 /// Why DICOM data could not be read or written.
 #[derive(Debug, thiserror::Error)]
