@@ -579,6 +579,30 @@ fn a_series_with_several_volumes_at_each_position_reads_as_4d() {
     let back = nifti::read(&out).unwrap();
     assert_eq!(back.frames(), 2);
     assert_eq!(back.frame(1), v.frame(1));
+    // A pipeline refuses it, naming the series.
+    let root = tempfile::tempdir().unwrap();
+    let subject = root.path().join("data/sub-01");
+    std::fs::create_dir_all(&subject).unwrap();
+    for f in files_a.iter().chain(&files_b) {
+        let to = subject.join(format!(
+            "{}-{}",
+            f.parent().unwrap().file_name().unwrap().to_string_lossy(),
+            f.file_name().unwrap().to_string_lossy()
+        ));
+        std::fs::copy(f, to).unwrap();
+    }
+    let file = root.path().join("p.toml");
+    std::fs::write(
+        &file,
+        "[pipeline]\nname = \"four\"\nseed = 1\n\n[input]\nformat = \"dicom\"\nroot = \"data\"\nseries = { t1 = { modality = \"MR\" } }\n\n[preprocess]\nsize = [32, 32]\nslices = { axis = \"axial\", min_foreground = 0.1 }\nsplit = { train = 1.0, val = 0.0, test = 0.0 }\n",
+    )
+    .unwrap();
+    let o = common::run_pipeline(root.path(), &file);
+    let text = format!("{}{}", common::stdout(&o), common::stderr(&o));
+    assert!(
+        text.contains(&format!("(series {uid}) holds 2 volumes")),
+        "{text}"
+    );
     // A series whose positions repeat unevenly is neither 3-D nor 4-D: refused, named.
     std::fs::remove_file(&files_b[4]).unwrap();
     let scan = dicom::scan(dir.path()).unwrap();

@@ -81,8 +81,8 @@ struct Job<'a> {
     export: Option<(PathBuf, Vec<WriteFormat>)>,
 }
 
-/// Refuses what preprocessing cannot use: colour images, and geometry the reader had to
-/// assume (unless `input.assume_geometry`), naming the modality, source and series.
+/// Refuses what preprocessing cannot use: colour images, 4-D series, and geometry the reader
+/// had to assume (unless `input.assume_geometry`), naming the modality, source and series.
 fn usable_volume(name: &str, v: &Volume, assume_geometry: bool) -> Result<(), String> {
     let series = v
         .source
@@ -93,6 +93,13 @@ fn usable_volume(name: &str, v: &Volume, assume_geometry: bool) -> Result<(), St
         return Err(format!(
             "{name}: {}{series} is a colour image; pipelines take greyscale volumes (medsynth convert writes it as RGB NIfTI)",
             v.source.path.display()
+        ));
+    }
+    if v.frames() > 1 {
+        return Err(format!(
+            "{name}: {}{series} holds {} volumes (several planes at each position: diffusion, dynamic or multi-echo); pipelines take one 3-D volume per modality, so split the series first (medsynth convert writes it as 4-D NIfTI)",
+            v.source.path.display(),
+            v.frames()
         ));
     }
     if !v.meta.assumed_geometry.is_empty() && !assume_geometry {
