@@ -139,14 +139,18 @@ pub(crate) fn float(obj: &InMemDicomObject, tag: Tag) -> Option<f64> {
     v.is_finite().then_some(v)
 }
 
-fn floats<const N: usize>(obj: &InMemDicomObject, tag: Tag) -> Option<[f64; N]> {
+/// Every value of a numeric element, also when it was stored as UN.
+fn float_list(obj: &InMemDicomObject, tag: Tag) -> Option<Vec<f64>> {
     let e = obj.get(tag)?;
     let v = match unknown_text(e) {
         Some(s) => parse_floats(&s)?,
         None => e.to_multi_float64().ok()?,
     };
-    let a: [f64; N] = v.get(..N)?.try_into().ok()?;
-    a.iter().all(|x| x.is_finite()).then_some(a)
+    v.iter().all(|x| x.is_finite()).then_some(v)
+}
+
+fn floats<const N: usize>(obj: &InMemDicomObject, tag: Tag) -> Option<[f64; N]> {
+    float_list(obj, tag)?.get(..N)?.try_into().ok()
 }
 
 fn int(obj: &InMemDicomObject, tag: Tag) -> Option<i64> {
@@ -224,7 +228,14 @@ pub(crate) fn open_bytes(
     // the data set read as implicit VR.
     if bytes.get(128..132) == Some(b"DICM".as_slice()) {
         let mut at = std::io::Cursor::new(&bytes[128..]);
+        // Only worth a second parse when the first element has no VR where explicit VR
+        // puts one (bytes 4-5: two upper-case letters); a corrupt explicit file is not.
+        let implicit_body = |at: &std::io::Cursor<&[u8]>| {
+            let rest = &at.get_ref()[at.position() as usize..];
+            rest.len() >= 8 && !rest[4..6].iter().all(u8::is_ascii_uppercase)
+        };
         if let Ok(meta) = dicom::object::FileMetaTable::from_reader(&mut at)
+            && implicit_body(&at)
             && let Ok(data) = InMemDicomObject::read_dataset_with_ts(&mut at, implicit)
             && data.get(tags::ROWS).is_some()
         {
@@ -392,10 +403,8 @@ pub fn header_of(obj: &DefaultDicomObject, path: &Path) -> Result<SliceHeader, D
         imager_pixel_spacing: floats::<2>(obj, tags::IMAGER_PIXEL_SPACING).and_then(positive),
         slice_thickness,
         spacing_between_slices: float(obj, tags::SPACING_BETWEEN_SLICES),
-        frame_offsets: obj
-            .get(tags::GRID_FRAME_OFFSET_VECTOR)
-            .and_then(|e| e.to_multi_float64().ok())
-            .filter(|v| v.len() == frames as usize && v.iter().all(|x| x.is_finite())),
+        frame_offsets: float_list(obj, tags::GRID_FRAME_OFFSET_VECTOR)
+            .filter(|v| v.len() == frames as usize),
         modality_lut: modality_lut(obj),
         echo_number: int(obj, tags::ECHO_NUMBERS),
         echo_time_ms: float(obj, tags::ECHO_TIME)

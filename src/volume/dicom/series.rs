@@ -104,23 +104,22 @@ fn nominal_step(s: &SliceHeader) -> f64 {
 }
 
 /// Where frame `frame` of a classic (not enhanced) object lies: its ImagePositionPatient
-/// for a single frame; for several frames (RT Dose, for one) that position moved along the
-/// normal by GridFrameOffsetVector. `None` without a position or offsets.
+/// for a single frame; for several frames that position moved along the normal by
+/// GridFrameOffsetVector (RT Dose), else by the nominal step per frame (as dcm2niix stacks
+/// them; [`layout`] says so). `None` without a position or orientation.
 fn classic_position(s: &SliceHeader, frame: usize) -> Option<[f64; 3]> {
     let origin = s.position?;
     if s.frames == 1 {
         return Some(origin);
     }
-    let offsets = s.frame_offsets.as_ref()?;
-    let o = [s.orientation?[0..3].to_vec(), s.orientation?[3..6].to_vec()];
-    let normal = cross([o[0][0], o[0][1], o[0][2]], [o[1][0], o[1][1], o[1][2]]);
-    // Relative offsets start at 0; absolute ones are positions along the normal.
-    let base = if offsets[0] == 0.0 {
-        0.0
-    } else {
-        dot(origin, normal)
+    let o = s.orientation?;
+    let normal = cross([o[0], o[1], o[2]], [o[3], o[4], o[5]]);
+    let along = match &s.frame_offsets {
+        // Relative offsets start at 0; absolute ones are positions along the normal.
+        Some(offsets) if offsets[0] == 0.0 => offsets[frame],
+        Some(offsets) => offsets[frame] - dot(origin, normal),
+        None => nominal_step(s) * frame as f64,
     };
-    let along = offsets[frame] - base;
     Some(std::array::from_fn(|d| origin[d] + normal[d] * along))
 }
 
@@ -201,6 +200,20 @@ fn layout(series: &Series) -> Result<Layout, DicomError> {
     let normal = normal.map(|v| v / norm);
 
     let found = planes_of(series)?;
+    if let Some(s) = series.slices.iter().find(|s| {
+        s.frames > 1
+            && s.per_frame.is_empty()
+            && s.position.is_some()
+            && s.orientation.is_some()
+            && s.frame_offsets.is_none()
+    }) {
+        assumed.push(format!(
+            "{}: {} frames without per-frame positions: stacked {} mm apart from its ImagePositionPatient",
+            s.path.display(),
+            s.frames,
+            nominal_step(s)
+        ));
+    }
     let missing = found.iter().filter(|(_, p)| p.is_none()).count();
     if missing > 0 && missing < found.len() {
         let (plane, _) = found.iter().find(|(_, p)| p.is_none()).expect("counted");
