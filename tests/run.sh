@@ -22,60 +22,34 @@ if [ -z "${MEDSYNTH_PYTHON:-}" ]; then
     export MEDSYNTH_PYTHON="$venv/bin/python"
 fi
 
-# dcm2niix, the DICOM-to-NIfTI converter the round-trip tests compare against (Debian package).
-if ! command -v dcm2niix >/dev/null 2>&1; then
+# Installs Debian packages for a missing tool when run as root with apt; otherwise says
+# what to install and stops. install WHAT PACKAGE...
+install() {
+    local what=$1
+    shift
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "tests/run.sh: installing dcm2niix" >&2
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcm2niix >/dev/null
+        echo "tests/run.sh: installing $what" >&2
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
     else
-        echo "tests/run.sh: dcm2niix is missing; install it (apt-get install dcm2niix) and run again" >&2
+        echo "tests/run.sh: $what is missing; install it (apt-get install $*) as root and run again" >&2
         exit 1
     fi
-fi
+}
 
+# dcm2niix, the DICOM-to-NIfTI converter the round-trip tests compare against.
+command -v dcm2niix >/dev/null 2>&1 || install dcm2niix dcm2niix
 # dciodvfy (dicom3tools), the IOD checker every DICOM object medsynth writes must pass.
-if ! command -v dciodvfy >/dev/null 2>&1; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "tests/run.sh: installing dicom3tools" >&2
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dicom3tools >/dev/null
-    else
-        echo "tests/run.sh: dciodvfy is missing; install it (apt-get install dicom3tools) and run again" >&2
-        exit 1
-    fi
-fi
-
+command -v dciodvfy >/dev/null 2>&1 || install dicom3tools dicom3tools
 # CMake, which builds CharLS for the `jpeg-ls` feature (JPEG-LS decoding) the tests run with.
-if ! command -v cmake >/dev/null 2>&1; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "tests/run.sh: installing cmake" >&2
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake >/dev/null
-    else
-        echo "tests/run.sh: cmake is missing; install it (apt-get install cmake) and run again" >&2
-        exit 1
-    fi
-fi
-
-# The Vulkan loader and lavapipe, the software Vulkan driver the GPU tests run on (Debian
-# packages libvulkan1 and mesa-vulkan-drivers).
+command -v cmake >/dev/null 2>&1 || install cmake cmake
+# The Vulkan loader and lavapipe, the software Vulkan driver the GPU tests run on.
 if [ ! -e /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ] && [ ! -e /usr/share/vulkan/icd.d/lvp_icd.aarch64.json ]; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "tests/run.sh: installing the Vulkan loader and lavapipe" >&2
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libvulkan1 mesa-vulkan-drivers >/dev/null
-    else
-        echo "tests/run.sh: lavapipe is missing; install it (apt-get install libvulkan1 mesa-vulkan-drivers) and run again" >&2
-        exit 1
-    fi
+    install "the Vulkan loader and lavapipe" libvulkan1 mesa-vulkan-drivers
 fi
-# Slurm and munge, for the test that runs a pipeline on a single-node cluster (Debian packages
-# slurm-wlm and munge; tests/slurm/cluster.sh starts the daemons on 127.0.0.1).
+# Slurm and munge, for the test that runs a pipeline on a single-node cluster
+# (tests/slurm/cluster.sh starts the daemons on 127.0.0.1).
 if ! command -v slurmctld >/dev/null 2>&1 && [ ! -x /usr/sbin/slurmctld ]; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "tests/run.sh: installing Slurm and munge" >&2
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null
-    else
-        echo "tests/run.sh: Slurm is missing; install it (apt-get install slurm-wlm munge) and run again as root" >&2
-        exit 1
-    fi
+    install "Slurm and munge" slurm-wlm munge
 fi
 # On a machine without a GPU, wgpu's default adapter is lavapipe; where a GPU exists, keep the
 # comparison on lavapipe too, so the tolerances hold for the driver they were measured on.
