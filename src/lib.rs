@@ -16,6 +16,7 @@ pub mod progress;
 pub mod provenance;
 pub mod pseudonym;
 pub mod report;
+pub mod segmentation;
 pub mod slurm;
 pub mod spec;
 pub mod synth;

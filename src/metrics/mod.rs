@@ -8,6 +8,7 @@ pub mod inception;
 mod msssim;
 pub mod protocol;
 mod ssim;
+pub mod wilcoxon;
 
 pub use error::{errors, psnr};
 pub use msssim::{WEIGHTS as MS_SSIM_WEIGHTS, ms_ssim};

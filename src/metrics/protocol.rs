@@ -10,6 +10,9 @@
 //!   the clipped real image is above 0 and the label is 0); masked SSIM is the full map's mean under
 //!   the mask.
 //!
+//! Any protocol can add `foreground` (the subject's head, as preprocessing finds it): SSIM is
+//! the map's mean under the mask, errors are over its voxels.
+//!
 //! A region a subject does not have (no tumour voxel) gives no row rather than a made-up one.
 
 use ndarray::{ArrayD, ArrayViewD, Zip};
@@ -54,10 +57,6 @@ pub fn brasyn_clip(v: ArrayViewD<f32>) -> ArrayD<f32> {
     })
 }
 
-fn name(region: usize) -> &'static str {
-    ["whole", "tumour", "healthy"][region]
-}
-
 /// Scores `fake` against `real` (same shape, 2-D or 3-D) for `metrics` under `protocol`;
 /// `label` (same shape) gives the tumour regions for `brasyn`. FID and KID are computed over
 /// sets of images elsewhere and are skipped here.
@@ -65,6 +64,20 @@ pub fn score(
     real: ArrayViewD<f32>,
     fake: ArrayViewD<f32>,
     label: Option<ArrayViewD<f32>>,
+    metrics: &[Metric],
+    protocol: Protocol,
+    data_range: Option<f64>,
+) -> Result<Vec<Score>, MetricError> {
+    score_regions(real, fake, label, None, metrics, protocol, data_range)
+}
+
+/// [`score`], plus the region `foreground` under `foreground` (same shape; e.g. the head
+/// mask) in any protocol. The other regions' scores are exactly [`score`]'s.
+pub fn score_regions(
+    real: ArrayViewD<f32>,
+    fake: ArrayViewD<f32>,
+    label: Option<ArrayViewD<f32>>,
+    foreground: Option<ArrayViewD<bool>>,
     metrics: &[Metric],
     protocol: Protocol,
     data_range: Option<f64>,
@@ -85,7 +98,7 @@ pub fn score(
         }
     };
     check_range(range)?;
-    let mut regions: Vec<Option<ArrayD<bool>>> = vec![None];
+    let mut regions: Vec<(&'static str, Option<ArrayD<bool>>)> = vec![("whole", None)];
     if protocol == Protocol::Brasyn
         && let Some(label) = &label
     {
@@ -101,8 +114,17 @@ pub fn score(
             .and(&real)
             .and(&tumour)
             .for_each(|h, &r, &t| *h = r > 0.0 && !t);
-        regions.push(Some(tumour));
-        regions.push(Some(healthy));
+        regions.push(("tumour", Some(tumour)));
+        regions.push(("healthy", Some(healthy)));
+    }
+    if let Some(mask) = foreground {
+        if mask.shape() != real.shape() {
+            return Err(MetricError::Mask(
+                mask.shape().to_vec(),
+                real.shape().to_vec(),
+            ));
+        }
+        regions.push(("foreground", Some(mask.to_owned())));
     }
     let needs_map = metrics.contains(&Metric::Ssim);
     let map = if needs_map {
@@ -111,7 +133,7 @@ pub fn score(
         None
     };
     let mut out = Vec::new();
-    for (r, mask) in regions.iter().enumerate() {
+    for (region, mask) in &regions {
         if mask.as_ref().is_some_and(|m| !m.iter().any(|&v| v)) {
             continue;
         }
@@ -133,7 +155,7 @@ pub fn score(
             };
             out.push(Score {
                 metric,
-                region: name(r),
+                region,
                 value,
             });
         }

@@ -97,7 +97,9 @@ pub struct Synthesized {
 /// One score.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricRow {
-    /// The model's kind, `baseline-histogram` or `baseline-regression`.
+    /// What made the image scored: the model's kind, `baseline-histogram`,
+    /// `baseline-regression` or `baseline-unet`; for `dice`, also `real` (the real target) or
+    /// `missing` (the target zero-filled).
     pub method: String,
     pub subject: String,
     pub modality: String,
@@ -105,6 +107,34 @@ pub struct MetricRow {
     pub region: String,
     pub protocol: String,
     pub value: f64,
+    /// The model's synthetic variant (`0`, `1`, ...), `posterior-mean` (the score of the
+    /// variant-averaged image), `variant-mean` (the mean of the variants' scores) or `all`
+    /// (`diversity`, a property of the variants together); empty for deterministic methods.
+    pub variant: String,
+    /// For `dice`: which target the segmentation model was given (`real`, `synthesized`,
+    /// `missing`) or, for `label-to-image`, what it was trained on (`real`,
+    /// `real+synthetic`). Empty for image metrics.
+    pub setting: String,
+}
+
+impl MetricRow {
+    /// The name the report and summary give the scored method: the method, with the variant
+    /// when it is not the model's first (variant 0 is what the model's plain name has always
+    /// meant) and the setting of a Dice score.
+    pub fn label(&self) -> String {
+        let mut out = self.method.clone();
+        match self.variant.as_str() {
+            "" | "0" => {}
+            "posterior-mean" => out.push_str(" (posterior mean)"),
+            "variant-mean" => out.push_str(" (mean over variants)"),
+            "all" => out.push_str(" (variants)"),
+            v => out.push_str(&format!(" (variant {v})")),
+        }
+        if !self.setting.is_empty() && self.setting != self.method {
+            out.push_str(&format!(" [{}]", self.setting));
+        }
+        out
+    }
 }
 
 /// (method, modality, metric, region).
@@ -132,7 +162,7 @@ impl Evaluation {
         for r in self.rows.iter().chain(&self.compared) {
             groups
                 .entry((
-                    r.method.clone(),
+                    r.label(),
                     r.modality.clone(),
                     r.metric.clone(),
                     r.region.clone(),

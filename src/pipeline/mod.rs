@@ -5,6 +5,7 @@
 //! the first voxel is read, and a stage this build does not provide yet stops the run with an
 //! error that names it.
 
+pub mod comparison;
 mod context;
 mod handoff;
 pub mod lock;

@@ -31,7 +31,8 @@ pub use discover::{
 };
 pub use normalize::Normalize;
 pub use prepare::{
-    FOREGROUND_FRACTION, LABEL, Prepared, SubjectRecord, prepare, same_grid, slice_shape,
+    FOREGROUND_FRACTION, LABEL, Prepared, SubjectRecord, foreground_mask, prepare, same_grid,
+    slice_shape,
 };
 pub use record::{Applied, PreprocessError, Record};
 pub use reorient::Reorient;

@@ -134,6 +134,19 @@ fn foreground_threshold(v: &Volume) -> f32 {
     }
 }
 
+/// The preprocessing foreground of volumes on one grid (frame 0 of each, same shape): the
+/// voxels above [`FOREGROUND_FRACTION`] of the 99th percentile in any of them. Evaluation
+/// scores the `foreground` region under it, on the original grid.
+pub fn foreground_mask(volumes: &[&Volume]) -> Option<ndarray::ArrayD<bool>> {
+    volumes
+        .iter()
+        .map(|v| {
+            let threshold = foreground_threshold(v);
+            v.frame(0).mapv(|x| x > threshold).into_dyn()
+        })
+        .reduce(|a, b| if a.shape() == b.shape() { a | b } else { a })
+}
+
 fn mask_volume(mask: &Array3<bool>, grid: Geometry) -> Volume {
     Volume {
         data: mask

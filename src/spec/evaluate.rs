@@ -71,6 +71,55 @@ pub struct EvaluateSection {
     /// KID subsets and subset size. Default `[100, 1000]`.
     #[serde(default = "default_kid_subsets")]
     pub kid_subsets: [u32; 2],
+    /// Baselines scored beside the model (tasks with input modalities only): `histogram`
+    /// (histogram matching of the first available input), `regression` (per-voxel linear
+    /// regression on the inputs) and `unet` (the model's UNet trained as a deterministic L1
+    /// regressor on the same slices, epochs and optimizer). Default
+    /// `["histogram", "regression"]`.
+    #[serde(default = "default_baselines")]
+    pub baselines: Vec<Baseline>,
+    /// Downstream segmentation: a UNet trained on the real training split with every
+    /// modality, then run per test subject with the real target, the synthesized one (of
+    /// every method) and the target missing; Dice per label region goes to the metrics.
+    /// Needs labels. Default off.
+    #[serde(default)]
+    pub segmentation: Option<SegmentationConfig>,
+}
+
+/// A baseline method.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Baseline {
+    Histogram,
+    Regression,
+    Unet,
+}
+
+impl Baseline {
+    /// Its method name in metrics.
+    pub fn method(self) -> &'static str {
+        match self {
+            Baseline::Histogram => "baseline-histogram",
+            Baseline::Regression => "baseline-regression",
+            Baseline::Unet => "baseline-unet",
+        }
+    }
+}
+
+/// `evaluate.segmentation`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentationConfig {
+    /// Training epochs; default `train.epochs`. Batch size, learning rate and warm-up are
+    /// `[train]`'s; the backbone is the model's UNet without attention.
+    #[serde(default)]
+    pub epochs: Option<u32>,
+}
+
+fn default_baselines() -> Vec<Baseline> {
+    vec![Baseline::Histogram, Baseline::Regression]
 }
 
 impl Default for EvaluateSection {
@@ -83,6 +132,8 @@ impl Default for EvaluateSection {
             compare: Vec::new(),
             fid_weights: None,
             kid_subsets: default_kid_subsets(),
+            baselines: default_baselines(),
+            segmentation: None,
         }
     }
 }

@@ -38,7 +38,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use check::{Finding, KeyPath, check};
-pub use evaluate::{EvaluateSection, Metric, Protocol};
+pub use evaluate::{Baseline, EvaluateSection, Metric, Protocol, SegmentationConfig};
 pub use input::{
     InputFormat, InputSection, PhantomInput, Prefer, SeriesMatch, Spacing, SubjectGrouping,
 };

@@ -5,6 +5,7 @@
 pub mod baseline;
 pub mod diffusion;
 pub mod gan;
+pub mod unet_baseline;
 pub mod volumes;
 
 use ndarray::{Array3, Array4};

@@ -58,7 +58,7 @@ pub fn target_record(record: &SubjectRecord, target: &str) -> Result<(Record, Sc
 
 /// The normalized value of an original intensity of 0 (the background slices that were not
 /// kept are filled with it).
-fn background(record: &Record) -> f32 {
+pub fn background(record: &Record) -> f32 {
     record
         .0
         .iter()

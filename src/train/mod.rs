@@ -8,6 +8,7 @@ pub mod diffusion;
 mod ema;
 pub mod gan_loss;
 mod log;
+pub mod supervised;
 
 pub use checkpoint::{CheckpointState, Checkpoints};
 pub use ema::Ema;

@@ -10,11 +10,13 @@ use polars::prelude::{Column, DataFrame};
 
 use crate::dataset::{ManifestRow, SliceSet, write_parquet};
 use crate::metrics::inception::{FidInception, distances, slice_features, value_range};
-use crate::metrics::protocol::score;
+use crate::metrics::protocol::{Score, brasyn_clip, score_regions};
 use crate::pipeline::handoff::{Evaluation, MetricRow, Subjects, metric_name};
 use crate::pipeline::{Run, RunError, Stage, Store, Synthesized, now_rfc3339};
-use crate::spec::{Metric, SplitName};
+use crate::segmentation::{Segmenter, subject_dice};
+use crate::spec::{Baseline, Metric, SplitName};
 use crate::synth::baseline::{HistogramBaseline, RegressionBaseline};
+use crate::synth::unet_baseline::UnetBaseline;
 use crate::synth::volumes::to_original_grid;
 use crate::synth::{Generator, SynthError};
 
@@ -78,6 +80,8 @@ pub fn write_metrics(path: &Path, rows: &[MetricRow]) -> Result<(), crate::datas
         text("metric", |r| &r.metric),
         text("region", |r| &r.region),
         text("protocol", |r| &r.protocol),
+        text("variant", |r| &r.variant),
+        text("setting", |r| &r.setting),
         Column::new(
             "value".into(),
             rows.iter().map(|r| r.value).collect::<Vec<f64>>(),
@@ -106,12 +110,21 @@ struct Scoring {
     skipped: Vec<(String, String)>,
     methods: Vec<Method>,
     real_set: SliceSet,
-    fake_set: SliceSet,
-    variant: PathBuf,
+    /// Every synthetic variant's slices, variant 0 first, and their folders.
+    fake_sets: Vec<SliceSet>,
+    variants: Vec<PathBuf>,
     store_dir: PathBuf,
 }
 
-fn scoring(run: &Run, store: &Store, synthesized: &Synthesized) -> Result<Scoring, RunError> {
+/// `trains`: whether this process may train the networks evaluation needs (`baseline-unet`,
+/// the segmentation network): not in a shard or a merge, whose per-subject rows come from
+/// the shards.
+fn scoring(
+    run: &Run,
+    store: &Store,
+    synthesized: &Synthesized,
+    trains: bool,
+) -> Result<Scoring, RunError> {
     let file = run.plan.file.clone();
     let section = file.evaluate.clone().unwrap_or_default();
     let Some(model) = &file.model else {
@@ -146,13 +159,17 @@ fn scoring(run: &Run, store: &Store, synthesized: &Synthesized) -> Result<Scorin
         s => Some(s.as_str()),
     };
     let real_set = store.load(split).map_err(|e| failed(&store.dir, e))?;
-    let Some(variant) = synthesized.variants.first() else {
+    if synthesized.variants.is_empty() {
         return Err(RunError::Nothing {
             stage: Stage::Evaluate,
             what: "synthesis wrote no variant".into(),
         });
-    };
-    let fake_set = SliceSet::load(variant, None).map_err(|e| failed(variant, e))?;
+    }
+    let fake_sets = synthesized
+        .variants
+        .iter()
+        .map(|v| SliceSet::load(v, None).map_err(|e| failed(v, e)))
+        .collect::<Result<Vec<_>, _>>()?;
 
     // The model, then the baselines (only for tasks with input modalities), fitted on the
     // whole training split (every shard's).
@@ -160,12 +177,42 @@ fn scoring(run: &Run, store: &Store, synthesized: &Synthesized) -> Result<Scorin
     if model.task.uses_inputs() {
         let train = SliceSet::load(&store.dir, Some("train")).map_err(|e| failed(&store.dir, e))?;
         for target in model.target.iter() {
-            let h = HistogramBaseline::fit(&train, &model.inputs, target)
-                .map_err(|e| failed(&store.dir, e))?;
-            let r = RegressionBaseline::fit(&train, &model.inputs, target)
-                .map_err(|e| failed(&store.dir, e))?;
-            methods.push(("baseline-histogram".into(), Some(Box::new(h))));
-            methods.push(("baseline-regression".into(), Some(Box::new(r))));
+            for baseline in &section.baselines {
+                let fitted: Box<dyn Generator> = match baseline {
+                    Baseline::Histogram => Box::new(
+                        HistogramBaseline::fit(&train, &model.inputs, target)
+                            .map_err(|e| failed(&store.dir, e))?,
+                    ),
+                    Baseline::Regression => Box::new(
+                        RegressionBaseline::fit(&train, &model.inputs, target)
+                            .map_err(|e| failed(&store.dir, e))?,
+                    ),
+                    Baseline::Unet => continue,
+                };
+                methods.push((baseline.method().into(), Some(fitted)));
+            }
+        }
+        if section.baselines.contains(&Baseline::Unet) && !trains {
+            skipped.push((
+                Baseline::Unet.method().into(),
+                "not trained in sharded runs; run the pipeline unsharded to score it".into(),
+            ));
+        } else if section.baselines.contains(&Baseline::Unet) {
+            let dir = run.dir().join("baselines").join("unet");
+            let val = SliceSet::load(&store.dir, Some("val")).ok();
+            let train_section = file.train.clone().unwrap_or_default();
+            let device = crate::pipeline::model::device(train_section.device)
+                .map_err(|e| failed(&run.plan.source, e))?;
+            let fitted = UnetBaseline::fit(
+                model,
+                &train_section,
+                file.pipeline.seed,
+                (&train, val.as_ref()),
+                &dir,
+                &device,
+            )
+            .map_err(|e| failed(&dir, e))?;
+            methods.push((Baseline::Unet.method().into(), Some(Box::new(fitted))));
         }
     }
     Ok(Scoring {
@@ -178,8 +225,8 @@ fn scoring(run: &Run, store: &Store, synthesized: &Synthesized) -> Result<Scorin
         skipped,
         methods,
         real_set,
-        fake_set,
-        variant: variant.clone(),
+        fake_sets,
+        variants: synthesized.variants.clone(),
         store_dir: store.dir.clone(),
     })
 }
@@ -192,8 +239,17 @@ pub fn run(
     subjects: &Subjects,
     synthesized: &Synthesized,
 ) -> Result<Evaluation, RunError> {
-    let scoring = scoring(run, store, synthesized)?;
-    let rows = subject_rows(&scoring, subjects)?;
+    let trains = run.shard().is_none();
+    let mut scoring = scoring(run, store, synthesized, trains)?;
+    let mut rows = subject_rows(&scoring, subjects)?;
+    if trains {
+        rows.extend(dice_rows(run, &scoring, subjects, store)?);
+    } else if scoring.section.segmentation.is_some() {
+        scoring.skipped.push((
+            "dice".into(),
+            "downstream segmentation is not trained in sharded runs".into(),
+        ));
+    }
     finish(run, store, scoring, rows)
 }
 
@@ -205,7 +261,13 @@ pub fn merged(
     synthesized: &Synthesized,
     rows: Vec<MetricRow>,
 ) -> Result<Evaluation, RunError> {
-    let scoring = scoring(run, store, synthesized)?;
+    let mut scoring = scoring(run, store, synthesized, false)?;
+    if scoring.section.segmentation.is_some() {
+        scoring.skipped.push((
+            "dice".into(),
+            "downstream segmentation is not trained in sharded runs".into(),
+        ));
+    }
     finish(run, store, scoring, rows)
 }
 
@@ -213,22 +275,20 @@ fn subject_rows(scoring: &Scoring, subjects: &Subjects) -> Result<Vec<MetricRow>
     let Scoring {
         file,
         section,
-        protocol,
-        metrics,
         methods,
         real_set,
-        fake_set,
-        variant,
+        fake_sets,
+        variants,
         store_dir,
         ..
     } = scoring;
     let Some(model) = &file.model else {
         return Ok(Vec::new());
     };
-    let fakes = by_subject(fake_set);
+    let fakes: Vec<BTreeMap<String, Vec<usize>>> = fake_sets.iter().map(by_subject).collect();
     let reals = by_subject(real_set);
     let mut rows = Vec::new();
-    for (subject, fake_rows) in &fakes {
+    for subject in fakes[0].keys() {
         let Some(inputs) = subjects.usable.iter().find(|s| &s.id == subject) else {
             continue;
         };
@@ -246,65 +306,360 @@ fn subject_rows(scoring: &Scoring, subjects: &Subjects) -> Result<Vec<MetricRow>
             let Some(source) = inputs.modalities.get(target) else {
                 continue; // no real target to compare with
             };
-            let real = source
-                .read()
-                .map_err(|e| failed(&source.path(), e))?
-                .frame(0)
-                .to_owned()
-                .into_dyn();
+            let real_volume = source.read().map_err(|e| failed(&source.path(), e))?;
+            let foreground = subject_foreground(inputs, &real_volume)?;
+            let scorer = Scorer {
+                scoring,
+                real: real_volume.frame(0).to_owned().into_dyn(),
+                label: label.as_ref(),
+                foreground: &foreground,
+                path: source.path(),
+                subject,
+                target,
+            };
             for (method, generator) in methods {
-                let fake = match generator {
+                let at = |e: SynthError, path: &Path| failed(path, format!("{subject}: {e}"));
+                match generator {
                     None => {
-                        let (data, described) =
-                            pick(fake_set, fake_rows).map_err(|e| failed(variant, e))?;
-                        to_original_grid(&data, &described, t, target)
+                        let mut images = Vec::new();
+                        for (k, (set, by)) in fake_sets.iter().zip(&fakes).enumerate() {
+                            let Some(fake_rows) = by.get(subject) else {
+                                continue;
+                            };
+                            let (data, described) =
+                                pick(set, fake_rows).map_err(|e| failed(&variants[k], e))?;
+                            let fake = to_original_grid(&data, &described, t, target)
+                                .map_err(|e| at(e, &variants[k]))?
+                                .0
+                                .frame(0)
+                                .to_owned()
+                                .into_dyn();
+                            let scores = scorer.score(&fake)?;
+                            rows.extend(scorer.rows(method, &k.to_string(), &scores));
+                            images.push((fake, scores));
+                        }
+                        rows.extend(scorer.across_variants(method, &images)?);
                     }
                     Some(g) if g.targets().first().map(String::as_str) == Some(target) => {
-                        let Some(rows) = reals.get(subject) else {
+                        let Some(real_rows) = reals.get(subject) else {
                             continue;
                         };
                         let (data, described) =
-                            pick(real_set, rows).map_err(|e| failed(store_dir, e))?;
-                        g.generate(&data, &described, &vec![0; described.len()])
+                            pick(real_set, real_rows).map_err(|e| failed(store_dir, e))?;
+                        let fake = g
+                            .generate(&data, &described, &vec![0; described.len()])
                             .and_then(|out| to_original_grid(&out, &described, 0, target))
+                            .map_err(|e| at(e, store_dir))?
+                            .0
+                            .frame(0)
+                            .to_owned()
+                            .into_dyn();
+                        rows.extend(scorer.rows(method, "", &scorer.score(&fake)?));
                     }
                     Some(_) => continue,
                 }
-                .map_err(|e: SynthError| failed(variant, format!("{subject}: {e}")))?
-                .0;
-                let fake = fake.frame(0).to_owned().into_dyn();
-                if fake.shape() != real.shape() {
-                    return Err(failed(
-                        &source.path(),
-                        format!(
-                            "{subject}: the synthetic {target} is {:?}, the real one {:?}",
-                            fake.shape(),
-                            real.shape()
-                        ),
-                    ));
-                }
-                let scores = score(
-                    real.view(),
-                    fake.view(),
-                    label.as_ref().map(|l| l.view()),
-                    metrics,
-                    section.protocol,
-                    section.data_range,
-                )
-                .map_err(|e| failed(&source.path(), format!("{subject}: {e}")))?;
-                rows.extend(scores.into_iter().map(|s| MetricRow {
-                    method: method.clone(),
-                    subject: subject.clone(),
-                    modality: target.to_owned(),
-                    metric: metric_name(s.metric),
-                    region: s.region.to_owned(),
-                    protocol: protocol.clone(),
-                    value: s.value,
-                }));
             }
         }
     }
     Ok(rows)
+}
+
+/// Downstream segmentation (`evaluate.segmentation`): a segmentation network trained on the
+/// real training split, run on each subject of the split with its real target, with every
+/// method's synthesized target and with the target missing (filled with the normalized value
+/// of intensity 0); Dice per label region on the original grid.
+fn dice_rows(
+    run: &Run,
+    scoring: &Scoring,
+    subjects: &Subjects,
+    store: &Store,
+) -> Result<Vec<MetricRow>, RunError> {
+    let (Some(config), Some(model)) = (&scoring.section.segmentation, &scoring.file.model) else {
+        return Ok(Vec::new());
+    };
+    let file = &scoring.file;
+    let train_section = file.train.clone().unwrap_or_default();
+    let device = crate::pipeline::model::device(train_section.device)
+        .map_err(|e| failed(&run.plan.source, e))?;
+    let train = SliceSet::load(&store.dir, Some("train")).map_err(|e| failed(&store.dir, e))?;
+    let val = SliceSet::load(&store.dir, Some("val")).ok();
+    let dir = run.dir().join("segmentation");
+    let segmenter = Segmenter::fit(
+        model,
+        &train_section,
+        config.epochs.unwrap_or(train_section.epochs),
+        file.pipeline.seed,
+        (&train, val.as_ref()),
+        &dir,
+        &device,
+    )
+    .map_err(|e| failed(&dir, e))?;
+    let real_set = &scoring.real_set;
+    let fake_set = &scoring.fake_sets[0];
+    let fakes = by_subject(fake_set);
+    let targets: Vec<(usize, usize)> = model
+        .target
+        .iter()
+        .enumerate()
+        .filter_map(|(t, m)| real_set.channel(m).map(|c| (c, t)))
+        .collect();
+    let mut rows = Vec::new();
+    for (subject, real_rows) in by_subject(real_set) {
+        let Some(label) = subjects
+            .usable
+            .iter()
+            .find(|s| s.id == subject)
+            .and_then(|s| s.label.as_ref())
+        else {
+            continue;
+        };
+        let Some(fake_rows) = fakes.get(&subject) else {
+            continue;
+        };
+        let (data, described) = pick(real_set, &real_rows).map_err(|e| failed(&store.dir, e))?;
+        if described.iter().any(|r| !r.channels_missing.is_empty()) {
+            continue; // a modality is missing: no real setting to compare with
+        }
+        let reference = crate::volume::nifti::read(label)
+            .map_err(|e| failed(label, e))?
+            .frame(0)
+            .to_owned()
+            .into_dyn();
+        let with = |channels: &[(usize, usize)], from: &ndarray::Array4<f32>| {
+            let mut out = data.clone();
+            for &(c, t) in channels {
+                out.slice_mut(ndarray::s![.., c, .., ..])
+                    .assign(&from.slice(ndarray::s![.., t, .., ..]));
+            }
+            out
+        };
+        let mut settings = vec![("real".to_owned(), "", "real", data.clone())];
+        let mut missing = data.clone();
+        let record: crate::preprocess::SubjectRecord =
+            serde_json::from_str(&described[0].record)
+                .map_err(|e| failed(&store.dir, format!("{subject}: {e}")))?;
+        for (c, t) in &targets {
+            let (steps, _) = crate::synth::volumes::target_record(&record, &model.target.0[*t])
+                .map_err(|e| failed(&store.dir, e))?;
+            missing
+                .slice_mut(ndarray::s![.., *c, .., ..])
+                .fill(crate::synth::volumes::background(&steps));
+        }
+        settings.push(("missing".to_owned(), "", "missing", missing));
+        for (method, generator) in &scoring.methods {
+            let (synthetic, channels, variant) = match generator {
+                None => {
+                    // Variant 0's slices, in the real slices' order.
+                    let (fake, fake_described) =
+                        pick(fake_set, fake_rows).map_err(|e| failed(&scoring.variants[0], e))?;
+                    let order: Vec<usize> = described
+                        .iter()
+                        .map(|r| {
+                            fake_described
+                                .iter()
+                                .position(|f| f.slice_index == r.slice_index && f.axis == r.axis)
+                                .ok_or_else(|| {
+                                    failed(
+                                        &scoring.variants[0],
+                                        format!(
+                                            "{subject}: slice {} was not synthesized",
+                                            r.slice_index
+                                        ),
+                                    )
+                                })
+                        })
+                        .collect::<Result<_, _>>()?;
+                    (fake.select(ndarray::Axis(0), &order), targets.clone(), "0")
+                }
+                Some(g) => {
+                    let out = g
+                        .generate(&data, &described, &vec![0; described.len()])
+                        .map_err(|e| failed(&store.dir, format!("{subject}: {e}")))?;
+                    let channels: Vec<(usize, usize)> = g
+                        .targets()
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(t, m)| real_set.channel(m).map(|c| (c, t)))
+                        .collect();
+                    (out, channels, "")
+                }
+            };
+            settings.push((
+                method.clone(),
+                variant,
+                "synthesized",
+                with(&channels, &synthetic),
+            ));
+        }
+        let modality = model.target.0.join(",");
+        for (method, variant, setting, input) in settings {
+            let scores = subject_dice(&segmenter, &input, &described, reference.view())
+                .map_err(|e| failed(label, format!("{subject}: {e}")))?;
+            rows.extend(scores.into_iter().map(|(region, value)| MetricRow {
+                method: method.clone(),
+                subject: subject.clone(),
+                modality: modality.clone(),
+                metric: "dice".into(),
+                region,
+                protocol: "segmentation".into(),
+                value,
+                variant: variant.into(),
+                setting: setting.into(),
+            }));
+        }
+    }
+    tracing::info!(rows = rows.len(), "downstream segmentation scored");
+    Ok(rows)
+}
+
+/// The subject's foreground on the target's original grid, as preprocessing finds it: the
+/// union over the subject's modalities stored on that grid (the target's own otherwise).
+fn subject_foreground(
+    inputs: &crate::preprocess::SubjectInputs,
+    target: &crate::volume::Volume,
+) -> Result<ndarray::ArrayD<bool>, RunError> {
+    let mut same = vec![target.clone()];
+    for source in inputs.modalities.values() {
+        let v = source.read().map_err(|e| failed(&source.path(), e))?;
+        if v.source != target.source && crate::preprocess::same_grid(&v.geometry, &target.geometry)
+        {
+            same.push(v);
+        }
+    }
+    let refs: Vec<&crate::volume::Volume> = same.iter().collect();
+    crate::preprocess::foreground_mask(&refs)
+        .ok_or_else(|| failed(&target.source.path, "no volume to take a foreground from"))
+}
+
+/// Scores one subject's images of one target against its real one.
+struct Scorer<'a> {
+    scoring: &'a Scoring,
+    real: ndarray::ArrayD<f32>,
+    label: Option<&'a ndarray::ArrayD<f32>>,
+    foreground: &'a ndarray::ArrayD<bool>,
+    path: PathBuf,
+    subject: &'a str,
+    target: &'a str,
+}
+
+impl Scorer<'_> {
+    fn score(&self, fake: &ndarray::ArrayD<f32>) -> Result<Vec<Score>, RunError> {
+        if fake.shape() != self.real.shape() {
+            return Err(failed(
+                &self.path,
+                format!(
+                    "{}: the synthetic {} is {:?}, the real one {:?}",
+                    self.subject,
+                    self.target,
+                    fake.shape(),
+                    self.real.shape()
+                ),
+            ));
+        }
+        let section = &self.scoring.section;
+        score_regions(
+            self.real.view(),
+            fake.view(),
+            self.label.map(|l| l.view()),
+            Some(self.foreground.view()),
+            &self.scoring.metrics,
+            section.protocol,
+            section.data_range,
+        )
+        .map_err(|e| failed(&self.path, format!("{}: {e}", self.subject)))
+    }
+
+    fn row(
+        &self,
+        method: &str,
+        variant: &str,
+        metric: String,
+        region: &str,
+        value: f64,
+    ) -> MetricRow {
+        MetricRow {
+            method: method.to_owned(),
+            subject: self.subject.to_owned(),
+            modality: self.target.to_owned(),
+            metric,
+            region: region.to_owned(),
+            protocol: self.scoring.protocol.clone(),
+            value,
+            variant: variant.to_owned(),
+            setting: String::new(),
+        }
+    }
+
+    fn rows(&self, method: &str, variant: &str, scores: &[Score]) -> Vec<MetricRow> {
+        scores
+            .iter()
+            .map(|s| self.row(method, variant, metric_name(s.metric), s.region, s.value))
+            .collect()
+    }
+
+    /// With two or more variants: the score of their voxel-wise mean (`posterior-mean`), the
+    /// mean of their scores (`variant-mean`) and their `diversity`: the voxel standard
+    /// deviation across variants (population, in the protocol's intensities: BraSyn-clipped
+    /// for `brasyn`, as written otherwise), averaged over the foreground.
+    fn across_variants(
+        &self,
+        method: &str,
+        images: &[(ndarray::ArrayD<f32>, Vec<Score>)],
+    ) -> Result<Vec<MetricRow>, RunError> {
+        let n = images.len();
+        if n < 2 {
+            return Ok(Vec::new());
+        }
+        let mut mean = ndarray::ArrayD::<f32>::zeros(self.real.raw_dim());
+        for (image, _) in images {
+            mean += image;
+        }
+        mean /= n as f32;
+        let mut out = self.rows(method, "posterior-mean", &self.score(&mean)?);
+        for (i, s) in images[0].1.iter().enumerate() {
+            let values: Vec<f64> = images
+                .iter()
+                .filter_map(|(_, v)| v.get(i))
+                .map(|v| v.value)
+                .collect();
+            let value = values.iter().sum::<f64>() / values.len() as f64;
+            out.push(self.row(
+                method,
+                "variant-mean",
+                metric_name(s.metric),
+                s.region,
+                value,
+            ));
+        }
+        let scaled: Vec<ndarray::ArrayD<f32>> = images
+            .iter()
+            .map(|(image, _)| match self.scoring.section.protocol {
+                crate::spec::Protocol::Brasyn => brasyn_clip(image.view()),
+                _ => image.clone(),
+            })
+            .collect();
+        let mut sum = 0.0f64;
+        let mut count = 0usize;
+        for (idx, &inside) in self.foreground.indexed_iter() {
+            if !inside {
+                continue;
+            }
+            let v: Vec<f64> = scaled.iter().map(|a| f64::from(a[&idx])).collect();
+            let m = v.iter().sum::<f64>() / n as f64;
+            sum += (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / n as f64).sqrt();
+            count += 1;
+        }
+        if count > 0 {
+            out.push(self.row(
+                method,
+                "all",
+                "diversity".into(),
+                "foreground",
+                sum / count as f64,
+            ));
+        }
+        Ok(out)
+    }
 }
 
 /// FID and KID of every method against the real slices of the split, over Inception
@@ -395,6 +750,8 @@ fn set_level_rows(
                     region: "whole".into(),
                     protocol: "slices".into(),
                     value: if *m == Metric::Fid { fid } else { kid },
+                    variant: if generator.is_none() { "0" } else { "" }.into(),
+                    setting: String::new(),
                 });
             }
         }
@@ -419,7 +776,7 @@ fn finish(
         mut skipped,
         methods,
         real_set,
-        fake_set,
+        fake_sets,
         ..
     } = scoring;
     if run.shard().is_some() {
@@ -438,7 +795,7 @@ fn finish(
             &set_level,
             w,
             &methods,
-            (&real_set, &fake_set),
+            (&real_set, &fake_sets[0]),
             store,
         )?);
     }
@@ -472,6 +829,15 @@ pub fn read_metrics(path: &Path) -> Result<Vec<MetricRow>, crate::dataset::Store
     let text = |n: &str| crate::dataset::text_column(&df, path, n);
     let (method, subject, modality) = (text("method")?, text("subject")?, text("modality")?);
     let (metric, region, protocol) = (text("metric")?, text("region")?, text("protocol")?);
+    // Written since the variant and setting columns exist; earlier runs scored variant 0 only.
+    let optional = |n: &str| {
+        if df.column(n).is_ok() {
+            text(n)
+        } else {
+            Ok(vec![String::new(); df.height()])
+        }
+    };
+    let (variant, setting) = (optional("variant")?, optional("setting")?);
     let value: Vec<f64> = df
         .column("value")
         .and_then(|c| c.f64().cloned())
@@ -491,6 +857,8 @@ pub fn read_metrics(path: &Path) -> Result<Vec<MetricRow>, crate::dataset::Store
             region: region[i].clone(),
             protocol: protocol[i].clone(),
             value: value[i],
+            variant: variant[i].clone(),
+            setting: setting[i].clone(),
         })
         .collect())
 }

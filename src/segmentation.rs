@@ -1,0 +1,265 @@
+//! Downstream segmentation, the use synthesis serves: a 2-D UNet (the model's backbone
+//! without attention) trained on real slices with every modality, softmax over the label
+//! classes, Dice + cross-entropy; then Dice per label region of its prediction against the
+//! subject's label on the original grid.
+//!
+//! Regions: the BraTS ones when the labels are BraTS's (1 necrosis, 2 oedema, 3 or 4
+//! enhancing): `whole-tumour` (every label), `tumour-core` (necrosis and enhancing) and
+//! `enhancing`; otherwise one region per label, `label-K`. A region empty in both the
+//! prediction and the reference scores 1 (the BraTS convention); empty in one only, 0.
+
+use std::path::Path;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use ndarray::{Array4, ArrayViewD};
+use rand_chacha::ChaCha8Rng;
+
+use crate::dataset::{ManifestRow, SliceSet};
+use crate::models::{Unet, UnetSpec};
+use crate::preprocess::LABEL;
+use crate::spec::{ModelSection, TrainSection};
+use crate::train::supervised::{Examples, Objective, SupervisedTrainer};
+use crate::train::{Checkpoints, TrainError};
+
+/// Modality channels -> one-hot label.
+pub struct Segmentation {
+    /// Store channels of the modalities, in the store's order.
+    pub modalities: Vec<(String, usize)>,
+    /// Store channel of the label.
+    pub label: usize,
+    pub classes: usize,
+}
+
+impl Segmentation {
+    /// Every modality of the store, and its label with the classes it holds (at least 2).
+    pub fn new(set: &SliceSet) -> Result<Self, TrainError> {
+        let label = set.channel(LABEL).ok_or_else(|| {
+            TrainError::Setup(format!(
+                "evaluate.segmentation needs labels; the slice store has no label channel \
+                 (it has {})",
+                set.channels.join(", ")
+            ))
+        })?;
+        let mut max = 0f32;
+        for i in 0..set.len() {
+            max = set.plane(i, label)?.iter().fold(max, |a, &b| a.max(b));
+        }
+        let modalities = set
+            .channels
+            .iter()
+            .enumerate()
+            .filter(|(c, _)| *c != label)
+            .map(|(c, m)| (m.clone(), c))
+            .collect();
+        Ok(Segmentation {
+            modalities,
+            label,
+            classes: (max.round() as usize + 1).max(2),
+        })
+    }
+
+    /// The label regions scored, as sets of labels.
+    pub fn regions(&self) -> Vec<(String, Vec<u8>)> {
+        match self.classes {
+            4 => brats(3),
+            5 => brats(4),
+            k => (1..k as u8)
+                .map(|l| (format!("label-{l}"), vec![l]))
+                .collect(),
+        }
+    }
+}
+
+fn brats(enhancing: u8) -> Vec<(String, Vec<u8>)> {
+    vec![
+        ("whole-tumour".into(), vec![1, 2, enhancing]),
+        ("tumour-core".into(), vec![1, enhancing]),
+        ("enhancing".into(), vec![enhancing]),
+    ]
+}
+
+impl Examples for Segmentation {
+    fn in_channels(&self) -> usize {
+        self.modalities.len()
+    }
+    fn out_channels(&self) -> usize {
+        self.classes
+    }
+    fn usable(&self, row: &ManifestRow) -> bool {
+        row.channels_missing.is_empty()
+    }
+    fn split(
+        &self,
+        slices: &[f32],
+        dims: [usize; 4],
+        _rows: &[&ManifestRow],
+        _train: bool,
+        _rng: &mut ChaCha8Rng,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let [b, c, h, w] = dims;
+        let plane = h * w;
+        let at = |n: usize, ch: usize| &slices[(n * c + ch) * plane..(n * c + ch + 1) * plane];
+        let mut input = Vec::with_capacity(b * self.modalities.len() * plane);
+        let mut target = Vec::with_capacity(b * self.classes * plane);
+        for n in 0..b {
+            for (_, ch) in &self.modalities {
+                input.extend_from_slice(at(n, *ch));
+            }
+            let labels = at(n, self.label);
+            for class in 0..self.classes {
+                target.extend(
+                    labels
+                        .iter()
+                        .map(|&l| f32::from(l.round() as usize == class)),
+                );
+            }
+        }
+        (input, target)
+    }
+    fn fingerprint(&self) -> serde_json::Value {
+        serde_json::json!({"modalities": self.modalities, "label": self.label, "classes": self.classes})
+    }
+}
+
+/// A trained segmentation network.
+pub struct Segmenter {
+    pub examples: Segmentation,
+    net: Unet,
+    device: Device,
+}
+
+impl Segmenter {
+    /// Trains (or resumes, or reloads when finished) on the real slices of `train` with every
+    /// modality present, validating on `val`; checkpoints under `dir`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn fit(
+        model: &ModelSection,
+        train_section: &TrainSection,
+        epochs: u32,
+        seed: u64,
+        (train, val): (&SliceSet, Option<&SliceSet>),
+        dir: &Path,
+        device: &Device,
+    ) -> Result<Self, TrainError> {
+        let examples = Segmentation::new(train)?;
+        let (_, _, h, w) = train.dim();
+        let mut spec =
+            UnetSpec::from_model(model, examples.in_channels(), examples.classes, h.min(w));
+        spec.heads = 0;
+        spec.time_dependent = false;
+        spec.attention_resolutions.clear();
+        spec.window = None;
+        let trainer = SupervisedTrainer {
+            spec,
+            objective: Objective::DiceCe,
+            examples: &examples,
+            train: TrainSection {
+                epochs,
+                max_steps: None,
+                ..train_section.clone()
+            },
+            seed: crate::synth::unit_seed(seed, "segmentation"),
+            checkpoints: Checkpoints::new(dir.join("checkpoints")),
+            log: dir.join("train_log.parquet"),
+            progress: true,
+        };
+        tracing::info!(
+            slices = train.len(),
+            classes = examples.classes,
+            "training the segmentation network (Dice + cross-entropy)"
+        );
+        let (net, _) = trainer.run(train, val, device)?;
+        Ok(Segmenter {
+            examples,
+            net,
+            device: device.clone(),
+        })
+    }
+
+    /// The most likely class of every pixel of `slices` `[B, C, H, W]` (store channels).
+    ///
+    /// # Shapes
+    /// -> `[B, 1, H, W]`
+    pub fn predict(&self, slices: &Array4<f32>) -> Result<Array4<f32>, String> {
+        let (b, c, h, w) = slices.dim();
+        let host: Vec<f32> = slices.iter().copied().collect();
+        let mut unused = <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
+        let (input, _) = self
+            .examples
+            .split(&host, [b, c, h, w], &[], false, &mut unused);
+        let mut out = Vec::with_capacity(b * h * w);
+        // A few slices at a time, so memory does not grow with the subject.
+        let per = 16usize;
+        let plane = self.examples.in_channels() * h * w;
+        for start in (0..b).step_by(per) {
+            let n = per.min(b - start);
+            let x = Tensor::<4>::from_data(
+                TensorData::new(
+                    input[start * plane..(start + n) * plane].to_vec(),
+                    [n, self.examples.in_channels(), h, w],
+                ),
+                &self.device,
+            );
+            let classes = self.net.forward(x, &vec![0.0; n]).output.argmax(1);
+            let values = classes
+                .into_data()
+                .convert::<i64>()
+                .try_into_vec::<i64>()
+                .map_err(|e| format!("reading the segmentation back: {e:?}"))?;
+            out.extend(values.into_iter().map(|v| v as f32));
+        }
+        Array4::from_shape_vec((b, 1, h, w), out).map_err(|e| e.to_string())
+    }
+}
+
+/// Dice of `region` (a set of labels) between a predicted and a reference label map of the
+/// same shape; 1 when the region is empty in both.
+pub fn dice(pred: ArrayViewD<f32>, reference: ArrayViewD<f32>, region: &[u8]) -> f64 {
+    let inside = |v: f32| {
+        let l = v.round();
+        l >= 0.0 && l <= 255.0 && region.contains(&(l as u8))
+    };
+    let (mut both, mut p, mut r) = (0usize, 0usize, 0usize);
+    for (&a, &b) in pred.iter().zip(reference.iter()) {
+        let (x, y) = (inside(a), inside(b));
+        both += usize::from(x && y);
+        p += usize::from(x);
+        r += usize::from(y);
+    }
+    if p + r == 0 {
+        1.0
+    } else {
+        2.0 * both as f64 / (p + r) as f64
+    }
+}
+
+/// Dice per region of `segmenter`'s prediction on one subject's slices `data` (store
+/// channels, described by `rows`), mapped back to the original grid (nearest neighbour, as
+/// the label was resampled), against the subject's `reference` label there.
+pub fn subject_dice(
+    segmenter: &Segmenter,
+    data: &Array4<f32>,
+    rows: &[&ManifestRow],
+    reference: ArrayViewD<f32>,
+) -> Result<Vec<(String, f64)>, String> {
+    let pred = segmenter.predict(data)?;
+    let (volume, _) = crate::synth::volumes::to_original_grid(&pred, rows, 0, LABEL)
+        .map_err(|e| e.to_string())?;
+    let pred = volume.frame(0).to_owned().into_dyn();
+    if pred.shape() != reference.shape() {
+        return Err(format!(
+            "the predicted label is {:?}, the reference {:?}",
+            pred.shape(),
+            reference.shape()
+        ));
+    }
+    Ok(segmenter
+        .examples
+        .regions()
+        .into_iter()
+        .map(|(name, labels)| {
+            let d = dice(pred.view(), reference.view(), &labels);
+            (name, d)
+        })
+        .collect())
+}
