@@ -19,6 +19,7 @@ pub mod report;
 pub mod segmentation;
 pub mod slurm;
 pub mod spec;
+pub mod sweep;
 pub mod synth;
 pub mod train;
 pub mod volume;

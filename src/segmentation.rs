@@ -5,8 +5,9 @@
 //!
 //! Regions: the BraTS ones when the labels are BraTS's (1 necrosis, 2 oedema, 3 or 4
 //! enhancing): `whole-tumour` (every label), `tumour-core` (necrosis and enhancing) and
-//! `enhancing`; otherwise one region per label, `label-K`. A region empty in both the
-//! prediction and the reference scores 1 (the BraTS convention); empty in one only, 0.
+//! `enhancing`; otherwise one region per label, `label-K`. A region the subject's reference
+//! label does not have gives no score (as the image metrics give no `tumour` row for a
+//! subject without tumour), so Dice is averaged over the subjects that have the region.
 
 use std::path::Path;
 
@@ -213,8 +214,8 @@ impl Segmenter {
 }
 
 /// Dice of `region` (a set of labels) between a predicted and a reference label map of the
-/// same shape; 1 when the region is empty in both.
-pub fn dice(pred: ArrayViewD<f32>, reference: ArrayViewD<f32>, region: &[u8]) -> f64 {
+/// same shape; `None` when the reference does not have the region.
+pub fn dice(pred: ArrayViewD<f32>, reference: ArrayViewD<f32>, region: &[u8]) -> Option<f64> {
     let inside = |v: f32| {
         let l = v.round();
         l >= 0.0 && l <= 255.0 && region.contains(&(l as u8))
@@ -226,11 +227,7 @@ pub fn dice(pred: ArrayViewD<f32>, reference: ArrayViewD<f32>, region: &[u8]) ->
         p += usize::from(x);
         r += usize::from(y);
     }
-    if p + r == 0 {
-        1.0
-    } else {
-        2.0 * both as f64 / (p + r) as f64
-    }
+    (r > 0).then(|| 2.0 * both as f64 / (p + r) as f64)
 }
 
 /// Dice per region of `segmenter`'s prediction on one subject's slices `data` (store
@@ -257,9 +254,8 @@ pub fn subject_dice(
         .examples
         .regions()
         .into_iter()
-        .map(|(name, labels)| {
-            let d = dice(pred.view(), reference.view(), &labels);
-            (name, d)
+        .filter_map(|(name, labels)| {
+            dice(pred.view(), reference.view(), &labels).map(|d| (name, d))
         })
         .collect())
 }

@@ -332,6 +332,22 @@ fn the_demo_runs_on_the_gpu_and_matches_the_cpu() {
         let train = file["train"].as_table_mut().unwrap();
         train.insert("device".into(), device.into());
         train.insert("epochs".into(), 1.into());
+        // The demo's cohort of the first GPU checks (ten subjects, two tested), one variant,
+        // and the downstream segmentation for one epoch, so it fits CI on a software driver;
+        // baseline-unet is the same network and training loop.
+        let phantom = file["input"]["phantom"].as_table_mut().unwrap();
+        phantom.insert("subjects".into(), 10.into());
+        let split = file["preprocess"]["split"].as_table_mut().unwrap();
+        for (k, v) in [("train", 0.7), ("val", 0.1), ("test", 0.2)] {
+            split.insert(k.into(), v.into());
+        }
+        file["synthesize"]["variants"] = 1.into();
+        let evaluate = file["evaluate"].as_table_mut().unwrap();
+        evaluate.insert(
+            "baselines".into(),
+            toml::Value::Array(vec!["histogram".into(), "regression".into()]),
+        );
+        evaluate["segmentation"]["epochs"] = 1.into();
         let path = root.path().join(format!("demo-{device}.toml"));
         std::fs::write(&path, toml::to_string(&file).unwrap()).unwrap();
         let out = common::run_pipeline(root.path(), &path);

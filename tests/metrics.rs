@@ -136,6 +136,39 @@ fn volume_and_brasyn_scores_match_scikit_image_and_numpy() {
             );
         }
     }
+    // The foreground region (the head, as preprocessing finds it) in both protocols.
+    for ((r, f), want) in triples.iter().zip(&want) {
+        let volume = medsynth::volume::Volume {
+            data: (*r)
+                .clone()
+                .into_dimensionality::<ndarray::Ix3>()
+                .unwrap()
+                .insert_axis(ndarray::Axis(3)),
+            ..vols[2].clone()
+        };
+        let head = medsynth::preprocess::foreground_mask(&[&volume]).unwrap();
+        for (protocol, name, label) in [
+            (Protocol::Volume, "volume", None),
+            (Protocol::Brasyn, "brasyn", Some(label.view())),
+        ] {
+            let scores = medsynth::metrics::protocol::score_regions(
+                r.view(),
+                f.view(),
+                label,
+                Some(head.view()),
+                &metrics,
+                protocol,
+                None,
+            )
+            .unwrap();
+            let foreground: Vec<_> = scores.iter().filter(|s| s.region == "foreground").collect();
+            assert_eq!(foreground.len(), 4, "{name}: {scores:?}");
+            for s in foreground {
+                let w = want[name]["foreground"][key(s.metric)].as_f64().unwrap();
+                close(s.value, w, &format!("{name} foreground {}", key(s.metric)));
+            }
+        }
+    }
     // Identical volumes: SSIM 1, errors 0, PSNR infinite.
     let same = score(
         real.view(),
@@ -289,4 +322,46 @@ fn the_symmetric_eigensolver_reconstructs_its_matrix() {
     assert!(values.iter().all(|&v| v >= 0.5 - 1e-9));
     let trace: f64 = values.iter().sum();
     assert!((trace - a.diag().sum()).abs() < 1e-9 * trace);
+}
+
+/// The Wilcoxon signed-rank test against scipy.stats.wilcoxon's defaults
+/// (fixtures/golden/wilcoxon.json, from tests/python/make_wilcoxon_golden.py): exact p-values,
+/// the permutation test of small samples with zeros or ties, and the normal approximation
+/// of larger ones and of more than 50 pairs.
+#[test]
+fn wilcoxon_matches_scipy() {
+    use medsynth::metrics::wilcoxon::wilcoxon;
+    let text =
+        std::fs::read_to_string(common::repo().join("fixtures/golden/wilcoxon.json")).unwrap();
+    let golden: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let cases = golden["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 8);
+    for case in cases {
+        let values = |k: &str| -> Vec<f64> {
+            case[k]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect()
+        };
+        let w = wilcoxon(&values("x"), &values("y"));
+        let (stat, p) = (
+            case["statistic"].as_f64().unwrap(),
+            case["p"].as_f64().unwrap(),
+        );
+        let name = case["name"].as_str().unwrap();
+        assert!(
+            (w.statistic - stat).abs() < 1e-9,
+            "{name}: statistic {} vs {stat}",
+            w.statistic
+        );
+        assert!(
+            (w.p - p).abs() < 1e-6 * p.max(1e-3),
+            "{name}: p {} vs scipy {p}",
+            w.p
+        );
+    }
+    // Nothing to test: every pair equal.
+    assert!(wilcoxon(&[1.0, 2.0], &[1.0, 2.0]).p.is_nan());
 }

@@ -10,6 +10,7 @@ mod phantom;
 mod run;
 mod schema;
 mod slurm;
+mod sweep;
 mod validate;
 
 use std::process::ExitCode;
@@ -73,6 +74,7 @@ pub enum Command {
     Run(run::RunArgs),
     Merge(merge::MergeArgs),
     Slurm(slurm::SlurmArgs),
+    Sweep(sweep::SweepArgs),
     Inspect(inspect::InspectArgs),
     Convert(convert::ConvertArgs),
     Eval(eval::EvalArgs),
@@ -126,6 +128,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Run(a) => run::run(a),
         Command::Merge(a) => merge::run(a),
         Command::Slurm(a) => slurm::run(a),
+        Command::Sweep(a) => sweep::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Convert(a) => convert::run(a),
         Command::Eval(a) => eval::run(a),

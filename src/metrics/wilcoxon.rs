@@ -1,10 +1,11 @@
 //! The Wilcoxon signed-rank test of paired scores, two-sided, as `scipy.stats.wilcoxon`
-//! computes it by default (`zero_method="wilcox"`, no continuity correction): zero
-//! differences are dropped; absolute differences are ranked with ties averaged; the
-//! statistic is the smaller of the positive and negative rank sums; the p-value is exact
-//! (the distribution of the rank sum over every sign pattern) when there are at most 50
-//! pairs and no tied ranks, and from the normal approximation with the tie correction
-//! otherwise.
+//! (1.17) computes it by default (`zero_method="wilcox"`, no continuity correction,
+//! `method="auto"`): zero differences are dropped; absolute differences are ranked with ties
+//! averaged; the statistic is the smaller of the positive and negative rank sums. The
+//! p-value, with n the number of pairs (zeros included):
+//! - n ≤ 50, no zero and no tie: exact, from the distribution of the rank sum;
+//! - n ≤ 13 otherwise: the permutation test over every sign pattern of the differences;
+//! - otherwise the normal approximation with the tie correction.
 
 /// A test's result.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -22,13 +23,15 @@ pub struct Wilcoxon {
 /// Tests whether the paired values `x` and `y` differ (pairs where either is not finite are
 /// left out).
 pub fn wilcoxon(x: &[f64], y: &[f64]) -> Wilcoxon {
-    let d: Vec<f64> = x
+    let all: Vec<f64> = x
         .iter()
         .zip(y)
         .filter(|(a, b)| a.is_finite() && b.is_finite())
         .map(|(a, b)| a - b)
-        .filter(|d| *d != 0.0)
         .collect();
+    let pairs = all.len();
+    let d: Vec<f64> = all.into_iter().filter(|d| *d != 0.0).collect();
+    let zeros = pairs - d.len();
     let n = d.len();
     if n == 0 {
         return Wilcoxon {
@@ -60,7 +63,27 @@ pub fn wilcoxon(x: &[f64], y: &[f64]) -> Wilcoxon {
     let total = (n * (n + 1)) as f64 / 2.0;
     let statistic = plus.min(total - plus);
     let tied = ties.iter().any(|&t| t > 1.0);
-    if n <= 50 && !tied {
+    if pairs <= 50 && (tied || zeros > 0) && pairs <= 13 {
+        // Every sign pattern of the non-zero differences (a zero's sign changes nothing),
+        // with scipy's relative tolerance for ties with the observed sum.
+        let patterns = 1u32 << n;
+        let (mut less, mut greater) = (0u32, 0u32);
+        for pattern in 0..patterns {
+            let sum: f64 = (0..n)
+                .filter(|k| pattern & (1 << k) != 0)
+                .map(|k| ranks[k])
+                .sum();
+            less += u32::from(sum <= plus * (1.0 + 1e-14));
+            greater += u32::from(sum >= plus * (1.0 - 1e-14));
+        }
+        return Wilcoxon {
+            statistic,
+            p: (2.0 * f64::from(less.min(greater)) / f64::from(patterns)).min(1.0),
+            n,
+            exact: true,
+        };
+    }
+    if pairs <= 50 && !tied && zeros == 0 {
         // counts[s]: sign patterns with W+ = s.
         let max = n * (n + 1) / 2;
         let mut counts = vec![0f64; max + 1];

@@ -976,6 +976,42 @@ fn check_evaluate(file: &PipelineFile, out: &mut Findings) {
     }
     out.at_least_one("evaluate.kid_subsets[0]", e.kid_subsets[0]);
     out.at_least_one("evaluate.kid_subsets[1]", e.kid_subsets[1]);
+    let mut seen = BTreeSet::new();
+    for (i, b) in e.baselines.iter().enumerate() {
+        if !seen.insert(*b) {
+            out.add_at(
+                KeyPath::parse("evaluate.baselines").index(i),
+                format!("{b:?} is listed twice"),
+            );
+        }
+    }
+    if let Some(seg) = &e.segmentation {
+        if !file.has_label() {
+            out.add(
+                "evaluate.segmentation",
+                "downstream segmentation trains on the labels and needs input.label",
+            );
+        }
+        if file
+            .model
+            .as_ref()
+            .is_some_and(|m| m.task == crate::spec::Task::Generation)
+        {
+            out.add(
+                "evaluate.segmentation",
+                "task \"generation\" makes no image to segment a subject with; expected \"missing-modality\", \"translation\" or \"label-to-image\"",
+            );
+        }
+        if file.train.is_none() && seg.epochs.is_none() {
+            out.add(
+                "evaluate.segmentation.epochs",
+                "missing, required when the file has no [train] to take the epochs from",
+            );
+        }
+        if let Some(n) = seg.epochs {
+            out.at_least_one("evaluate.segmentation.epochs", n);
+        }
+    }
 }
 
 fn check_output(file: &PipelineFile, out: &mut Findings) {

@@ -88,6 +88,22 @@ pub struct PipelineFile {
     /// What to write (formats, nnU-Net export, report).
     #[serde(default)]
     pub output: OutputSection,
+    /// Settings `medsynth sweep` varies: dotted keys of this file, each with the values to
+    /// try, e.g. `"model.attention.kind" = ["none", "mhsa", "tmsa"]`. `medsynth sweep` runs
+    /// every combination (with any `--set` on its command line); `medsynth run` runs the file
+    /// as written. Default none.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub sweep: std::collections::BTreeMap<String, Vec<SweepValue>>,
+}
+
+/// One value a sweep tries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum SweepValue {
+    Bool(bool),
+    Integer(i64),
+    Float(f64),
+    Text(String),
 }
 
 impl PipelineFile {

@@ -8,7 +8,10 @@ time: real, fake, label. Prints JSON, one object per triple:
   (peak_signal_noise_ratio), MSE (mean_squared_error) and MAE;
 - "brasyn": each volume clipped to np.percentile 0.5 / 99.5 (lower bound at least 0) and
   scaled to [0, 1]; then SSIM (valid mean), and the full SSIM map's mean inside the tumour
-  (label > 0) and the healthy region (real > 0 and label == 0), PSNR / MSE / MAE per region.
+  (label > 0) and the healthy region (real > 0 and label == 0), PSNR / MSE / MAE per region;
+- "foreground" in both: the same under the head mask, the voxels of the real volume above
+  0.2 of its 99th percentile (the nearest rank, round((n - 1) * 0.99) of the sorted values),
+  as medsynth's preprocessing finds the foreground.
 """
 import json
 import sys
@@ -43,12 +46,16 @@ def main():
     for real, fake, label in arrays:
         r = data_range or float(real.max() - real.min())
         volume = {"ssim": float(ssim(real, fake, r)), **errors(real, fake, r)}
+        flat = np.sort(real.ravel().astype(np.float32))
+        head = real > np.float32(0.2) * flat[int(round((flat.size - 1) * 0.99))]
+        _, vfull = ssim(real, fake, r, full=True)
+        volume["foreground"] = {"ssim": float(vfull[head].mean()), **errors(real, fake, r, head)}
         cr, cf = clip(real), clip(fake)
         _, full = ssim(cr, cf, 1.0, full=True)
         tumour = label > 0
         healthy = (cr > 0) & ~tumour
         brasyn = {"whole": {"ssim": float(ssim(cr, cf, 1.0)), **errors(cr, cf, 1.0)}}
-        for name, mask in (("tumour", tumour), ("healthy", healthy)):
+        for name, mask in (("tumour", tumour), ("healthy", healthy), ("foreground", head)):
             if mask.any():
                 brasyn[name] = {"ssim": float(full[mask].mean()), **errors(cr, cf, 1.0, mask)}
         out.append({"volume": volume, "brasyn": brasyn})
