@@ -218,7 +218,7 @@ impl Segmenter {
 pub fn dice(pred: ArrayViewD<f32>, reference: ArrayViewD<f32>, region: &[u8]) -> Option<f64> {
     let inside = |v: f32| {
         let l = v.round();
-        l >= 0.0 && l <= 255.0 && region.contains(&(l as u8))
+        (0.0..=255.0).contains(&l) && region.contains(&(l as u8))
     };
     let (mut both, mut p, mut r) = (0usize, 0usize, 0usize);
     for (&a, &b) in pred.iter().zip(reference.iter()) {

@@ -8,7 +8,7 @@ use std::fmt;
 
 use super::{
     AttentionKind, InputFormat, ModelKind, ModelSection, NormalizeMethod, PipelineFile, Protocol,
-    Spacing, Task, WriteFormat,
+    Spacing, SplitName, Task, WriteFormat,
 };
 
 /// One segment of a key path.
@@ -1000,6 +1000,18 @@ fn check_evaluate(file: &PipelineFile, out: &mut Findings) {
             out.add(
                 "evaluate.segmentation",
                 "task \"generation\" makes no image to segment a subject with; expected \"missing-modality\", \"translation\" or \"label-to-image\"",
+            );
+        }
+        let split = file.synthesize.as_ref().map(|s| s.split);
+        if file
+            .model
+            .as_ref()
+            .is_some_and(|m| m.task == crate::spec::Task::LabelToImage)
+            && !matches!(split, Some(SplitName::Train | SplitName::All))
+        {
+            out.add(
+                "evaluate.segmentation",
+                "for label-to-image it compares a network trained on real slices with one trained on real plus synthetic ones, which needs synthetic training subjects: set synthesize.split = \"train\" or \"all\"",
             );
         }
         if file.train.is_none() && seg.epochs.is_none() {
