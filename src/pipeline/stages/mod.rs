@@ -14,8 +14,11 @@ pub mod train;
 #[cfg(test)]
 mod tests {
     /// Each stage's source, by name.
-    const SOURCES: [(&str, &str); 7] = [
-        ("evaluate", include_str!("evaluate.rs")),
+    const SOURCES: [(&str, &str); 10] = [
+        ("evaluate", include_str!("evaluate/mod.rs")),
+        ("evaluate", include_str!("evaluate/downstream.rs")),
+        ("evaluate", include_str!("evaluate/scorer.rs")),
+        ("evaluate", include_str!("evaluate/set_level.rs")),
         ("export", include_str!("export.rs")),
         ("input", include_str!("input.rs")),
         ("preprocess", include_str!("preprocess.rs")),
