@@ -104,3 +104,27 @@ fn label_to_image_compares_segmentation_trained_with_and_without_synthetic_cases
         "{stderr}"
     );
 }
+
+/// baseline-unet trains as the model does, so a file without `[train]` (applying a
+/// checkpoint) cannot ask for it; validation says so instead of training for a default.
+#[test]
+fn baseline_unet_needs_a_train_section() {
+    let root = tempfile::tempdir().unwrap();
+    let text = FILE
+        .replace("[train]\nepochs = 1\nbatch_size = 8\n", "")
+        .replace(
+            "segmentation = { epochs = 1 }",
+            "segmentation = { epochs = 1 }\nbaselines = [\"unet\"]",
+        )
+        .replace("task = \"label-to-image\"", "task = \"missing-modality\"\ninputs = [\"t1\"]\ncheckpoint = \"runs/x/checkpoints/step-00000001\"")
+        .replace("target = [\"t1\", \"t2\"]", "target = \"t2\"");
+    let file = root.path().join("apply.toml");
+    std::fs::write(&file, text).unwrap();
+    let out = common::medsynth(&["validate", file.to_str().unwrap()]);
+    let stderr = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("evaluate.baselines") && stderr.contains("[train]"),
+        "{stderr}"
+    );
+}

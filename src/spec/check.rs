@@ -985,6 +985,12 @@ fn check_evaluate(file: &PipelineFile, out: &mut Findings) {
             );
         }
     }
+    if e.baselines.contains(&super::Baseline::Unet) && file.train.is_none() {
+        out.add(
+            "evaluate.baselines",
+            "\"unet\" trains the model's UNet as the model is trained ([train]: epochs, batch, optimizer); add a [train] section or leave \"unet\" out",
+        );
+    }
     if let Some(seg) = &e.segmentation {
         if !file.has_label() {
             out.add(
