@@ -15,10 +15,11 @@ use medsynth::sweep::{self, Finished};
 /// `--set KEY=V1,V2` (which replaces the file's values for that key). Each combination runs
 /// as its own run, `runs/{name}--{setting}`; the runs share one slice store, and
 /// combinations that differ only in settings applied after training (synthesis, evaluation,
-/// output) train once. Every combination is validated before any runs. A re-run resumes:
+/// output) train once. Every combination is validated before any runs; one the check refuses
+/// (Self-Attention Guidance without attention) is skipped and listed. A re-run resumes:
 /// finished runs are reused. The comparison report (every metric per setting, and paired
-/// Wilcoxon tests against the first setting) goes to `runs/{name}/sweep/report.md` and
-/// `report.html`.
+/// Wilcoxon tests against the first setting and between settings that differ in one key)
+/// goes to `runs/{name}/sweep/report.md` and `report.html`.
 #[derive(Debug, Args)]
 #[command(
     after_help = "Examples:\n  medsynth sweep pipelines/ablation-attention.toml\n  medsynth sweep pipelines/demo.toml --set model.attention.kind=none,mhsa,tmsa --set synthesize.guidance.sag=0,0.3,0.75"
