@@ -20,6 +20,10 @@ pub struct Progress {
     unit: &'static str,
     total: u64,
     done: AtomicU64,
+    /// Units already done when this process began (a resumed run's first position), which
+    /// the rate and ETA leave out; set by the first `set_position`.
+    before: AtomicU64,
+    positioned: std::sync::atomic::AtomicBool,
     start: Instant,
     bar: ProgressBar,
     /// Periodic log lines (stderr is not a terminal); `None` on a terminal or when hidden.
@@ -84,6 +88,8 @@ impl Progress {
             unit,
             total,
             done: AtomicU64::new(0),
+            before: AtomicU64::new(0),
+            positioned: std::sync::atomic::AtomicBool::new(false),
             start: Instant::now(),
             bar,
             lines,
@@ -99,6 +105,10 @@ impl Progress {
 
     /// `done` units done in all (e.g. a resumed training step).
     pub fn set_position(&self, done: u64) {
+        if !self.positioned.swap(true, Ordering::Relaxed) && self.done.load(Ordering::Relaxed) == 0
+        {
+            self.before.store(done, Ordering::Relaxed);
+        }
         self.done.store(done, Ordering::Relaxed);
         self.bar.set_position(done);
         self.maybe_log(false);
@@ -125,6 +135,13 @@ impl Progress {
         self.maybe_log(true);
     }
 
+    /// Units done by this process (the rate's numerator): all done less a resumed start.
+    fn done_here(&self) -> u64 {
+        self.done
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.before.load(Ordering::Relaxed))
+    }
+
     fn maybe_log(&self, last: bool) {
         let Some(lines) = &self.lines else {
             return;
@@ -138,10 +155,11 @@ impl Progress {
         l.last = Instant::now();
         let done = self.done.load(Ordering::Relaxed);
         let seconds = self.start.elapsed().as_secs_f64();
-        let rate = done as f64 / seconds.max(1e-9);
+        let here = self.done_here();
+        let rate = here as f64 / seconds.max(1e-9);
         let eta = if last || done >= self.total {
             "0s".to_owned()
-        } else if done == 0 {
+        } else if here == 0 {
             "unknown".to_owned()
         } else {
             duration_text((self.total - done) as f64 / rate)
@@ -191,5 +209,19 @@ mod tests {
         assert_eq!(duration_text(59.6), "1m 00s");
         assert_eq!(duration_text(185.0), "3m 05s");
         assert_eq!(duration_text(4.0 * 3600.0 + 125.0), "4h 02m");
+    }
+
+    #[test]
+    fn a_resumed_position_does_not_count_toward_the_rate() {
+        let resumed = Progress::hidden();
+        resumed.set_position(400);
+        assert_eq!(resumed.done_here(), 0);
+        resumed.set_position(410);
+        assert_eq!(resumed.done_here(), 10);
+        // Work counted before the first position is this process's own.
+        let fresh = Progress::hidden();
+        fresh.inc(5);
+        fresh.set_position(7);
+        assert_eq!(fresh.done_here(), 7);
     }
 }
