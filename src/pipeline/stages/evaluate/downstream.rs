@@ -38,11 +38,18 @@ pub(super) fn dice_rows(
     )
     .map_err(|e| failed(&dir, e))?;
     if model.task == crate::spec::Task::LabelToImage {
+        let setup = Setup {
+            model,
+            train_section: &train_section,
+            epochs: config.epochs.unwrap_or(train_section.epochs),
+            device: &device,
+        };
         return augmentation_dice(
             run,
             scoring,
             subjects,
             store,
+            &setup,
             (&segmenter, &train, val.as_ref()),
         );
     }
@@ -57,12 +64,7 @@ pub(super) fn dice_rows(
         .collect();
     let mut rows = Vec::new();
     for (subject, real_rows) in by_subject(real_set) {
-        let Some(label) = subjects
-            .usable
-            .iter()
-            .find(|s| s.id == subject)
-            .and_then(|s| s.label.as_ref())
-        else {
+        let Some(label) = label_of(subjects, &subject) else {
             continue;
         };
         let Some(fake_rows) = fakes.get(&subject) else {
@@ -72,11 +74,7 @@ pub(super) fn dice_rows(
         if described.iter().any(|r| !r.channels_missing.is_empty()) {
             continue; // a modality is missing: no real setting to compare with
         }
-        let reference = crate::volume::nifti::read(label)
-            .map_err(|e| failed(label, e))?
-            .frame(0)
-            .to_owned()
-            .into_dyn();
+        let reference = read_label(label)?;
         let with = |channels: &[(usize, usize)], from: &ndarray::Array4<f32>| {
             let mut out = data.clone();
             for &(c, t) in channels {
@@ -175,29 +173,29 @@ fn augmentation_dice(
     scoring: &Scoring,
     subjects: &Subjects,
     store: &Store,
+    setup: &Setup,
     (real_only, train, val): (&Segmenter, &SliceSet, Option<&SliceSet>),
 ) -> Result<Vec<MetricRow>, RunError> {
-    let (Some(config), Some(model)) = (&scoring.section.segmentation, &scoring.file.model) else {
-        return Ok(Vec::new());
-    };
-    let file = &scoring.file;
-    let train_section = file.train.clone().unwrap_or_default();
-    let device = crate::pipeline::model::device(train_section.device)
-        .map_err(|e| failed(&run.plan.source, e))?;
+    let model = setup.model;
     let every: Vec<usize> = (0..train.len()).collect();
     let mut data = vec![train.gather(&every).map_err(|e| failed(&store.dir, e))?];
     let mut rows: Vec<ManifestRow> = train.rows.clone();
     let full = SliceSet::load(&store.dir, None).map_err(|e| failed(&store.dir, e))?;
     let training: std::collections::BTreeSet<&str> =
         train.rows.iter().map(|r| r.subject.as_str()).collect();
+    let stored: std::collections::HashMap<(&str, &str, u32), usize> = full
+        .rows
+        .iter()
+        .enumerate()
+        .map(|(j, r)| ((r.subject.as_str(), r.axis.as_str(), r.slice_index), j))
+        .collect();
     for (set, path) in scoring.fake_sets.iter().zip(&scoring.variants) {
         for (i, row) in set.rows.iter().enumerate() {
             if !training.contains(row.subject.as_str()) {
                 continue;
             }
-            let Some(j) = full.rows.iter().position(|r| {
-                r.subject == row.subject && r.axis == row.axis && r.slice_index == row.slice_index
-            }) else {
+            let Some(&j) = stored.get(&(row.subject.as_str(), row.axis.as_str(), row.slice_index))
+            else {
                 continue;
             };
             let mut slice = full.gather(&[j]).map_err(|e| failed(&store.dir, e))?;
@@ -228,22 +226,17 @@ fn augmentation_dice(
     let dir = run.dir().join("segmentation-augmented");
     let augmented = Segmenter::fit(
         model,
-        &train_section,
-        config.epochs.unwrap_or(train_section.epochs),
-        file.pipeline.seed,
+        setup.train_section,
+        setup.epochs,
+        scoring.file.pipeline.seed,
         (&combined, val),
         &dir,
-        &device,
+        setup.device,
     )
     .map_err(|e| failed(&dir, e))?;
     let mut out = Vec::new();
     for (subject, real_rows) in by_subject(&scoring.real_set) {
-        let Some(label) = subjects
-            .usable
-            .iter()
-            .find(|s| s.id == subject)
-            .and_then(|s| s.label.as_ref())
-        else {
+        let Some(label) = label_of(subjects, &subject) else {
             continue;
         };
         let (data, described) =
@@ -251,11 +244,7 @@ fn augmentation_dice(
         if described.iter().any(|r| !r.channels_missing.is_empty()) {
             continue;
         }
-        let reference = crate::volume::nifti::read(label)
-            .map_err(|e| failed(label, e))?
-            .frame(0)
-            .to_owned()
-            .into_dyn();
+        let reference = read_label(label)?;
         for (method, setting, net) in [
             ("real".to_owned(), "real", real_only),
             (metric_method(model), "real+synthetic", &augmented),
@@ -276,4 +265,30 @@ fn augmentation_dice(
         }
     }
     Ok(out)
+}
+
+/// What both segmentation networks are trained with, resolved once.
+struct Setup<'a> {
+    model: &'a crate::spec::ModelSection,
+    train_section: &'a crate::spec::TrainSection,
+    epochs: u32,
+    device: &'a burn::tensor::Device,
+}
+
+/// The label file of a usable subject, when it has one.
+fn label_of<'a>(subjects: &'a Subjects, subject: &str) -> Option<&'a std::path::PathBuf> {
+    subjects
+        .usable
+        .iter()
+        .find(|s| s.id == subject)
+        .and_then(|s| s.label.as_ref())
+}
+
+/// A subject's label volume (frame 0) on its original grid.
+fn read_label(path: &std::path::Path) -> Result<ndarray::ArrayD<f32>, RunError> {
+    Ok(crate::volume::nifti::read(path)
+        .map_err(|e| failed(path, e))?
+        .frame(0)
+        .to_owned()
+        .into_dyn())
 }
