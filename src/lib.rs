@@ -5,8 +5,10 @@
 //! reports and provenance → [`pipeline`] (plan and run). [`spec`] is the pipeline file and
 //! [`phantom`] makes test and demo subjects.
 
+pub mod bids;
 pub mod dataset;
 pub mod device;
+pub mod dicomweb;
 pub mod metrics;
 pub mod models;
 pub mod phantom;

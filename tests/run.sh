@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The medsynth test suite: unit, integration and doc tests, with the references some tests
-# compare against: Python packages (nibabel, pydicom) in a private venv, dcm2niix and dciodvfy; built
+# compare against: Python packages (nibabel, pydicom, the BIDS validator) in a private venv,
+# dcm2niix and dciodvfy, and the services some tests start (Orthanc, Slurm); built
 # with the `gpu` feature, whose tests run burn's wgpu backend on Mesa's software Vulkan driver
 # (lavapipe) against the CPU backend.
 #
@@ -50,6 +51,11 @@ fi
 # (tests/slurm/cluster.sh starts the daemons on 127.0.0.1).
 if ! command -v slurmctld >/dev/null 2>&1 && [ ! -x /usr/sbin/slurmctld ]; then
     install "Slurm and munge" slurm-wlm munge
+fi
+# Orthanc and its DICOMweb plugin, for the tests that pull a cohort over QIDO-RS/WADO-RS and
+# store series with STOW-RS (tests/orthanc/server.sh starts it on 127.0.0.1).
+if ! command -v Orthanc >/dev/null 2>&1 || ! ls /usr/share/orthanc/plugins/libOrthancDicomWeb.so >/dev/null 2>&1; then
+    install "Orthanc and its DICOMweb plugin" orthanc orthanc-dicomweb
 fi
 # On a machine without a GPU, wgpu's default adapter is lavapipe; where a GPU exists, keep the
 # comparison on lavapipe too, so the tolerances hold for the driver they were measured on.

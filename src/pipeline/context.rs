@@ -82,6 +82,22 @@ impl Run {
         &self.plan.run_dir
     }
 
+    /// The folder series retrieved from a DICOMweb server are kept in: `input.dicomweb.cache`,
+    /// else `dicomweb/` in the run folder.
+    pub fn dicomweb_cache(&self) -> PathBuf {
+        match self
+            .plan
+            .file
+            .input
+            .dicomweb
+            .as_ref()
+            .and_then(|d| d.cache.as_deref())
+        {
+            Some(c) => self.resolve(c),
+            None => self.run_dir().join("dicomweb"),
+        }
+    }
+
     /// The shard this process works on, if any.
     pub fn shard(&self) -> Option<super::Shard> {
         self.plan.mode.shard()

@@ -28,7 +28,7 @@ pub use shard::Shard;
 pub use stages::evaluate::{read_metrics, write_metrics};
 pub use stages::export::{FILE_ENDING, check_layout};
 pub use stages::preprocess::channel_names;
-use stages::{evaluate, export, input, preprocess, report, synthesize, train};
+use stages::{bids, evaluate, export, input, preprocess, publish, report, synthesize, train};
 
 use crate::spec::{PipelineFile, WriteFormat};
 use shard::write_record;
@@ -442,6 +442,12 @@ fn outputs(mut run: Run, p: Produced) -> Result<Outcome, RunError> {
     } else {
         None
     };
+    if run.plan.file.output.formats.contains(&WriteFormat::Bids) && synthesized.is_some() {
+        bids::run(&mut run, &subjects)?;
+    }
+    if synthesized.is_some() {
+        publish::run(&run)?;
+    }
     let report = if run.plan.file.output.report {
         Some(report::run(
             &mut run,

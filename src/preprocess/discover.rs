@@ -293,13 +293,47 @@ pub fn dicom_subjects(
         }
         return Ok((out, Vec::new()));
     }
+    let scan = dicom::scan(root).map_err(|e| fail(e.to_string()))?;
+    grouped(scan.series, &root.display().to_string(), input, pseudonyms)
+}
+
+/// DICOM subjects grouped by patient or study (as [`dicom_subjects`] groups them) from the
+/// series in `folders` (e.g. the series retrieved from a DICOMweb server), scanned one by one.
+pub fn dicom_subjects_in(
+    folders: &[PathBuf],
+    input: &InputSection,
+    pseudonyms: Option<&Pseudonymizer>,
+    what: &str,
+) -> Result<(Vec<SubjectInputs>, PseudonymMap), PreprocessError> {
+    let mut series = Vec::new();
+    for folder in folders {
+        let scan = dicom::scan(folder).map_err(|e| PreprocessError::Apply {
+            step: "input",
+            what: e.to_string(),
+        })?;
+        series.extend(scan.series);
+    }
+    grouped(series, what, input, pseudonyms)
+}
+
+/// Subjects from `series` grouped by PatientID or StudyInstanceUID and named by pseudonym;
+/// `what` names where the series came from, for the error when there are none.
+fn grouped(
+    series: Vec<Series>,
+    what: &str,
+    input: &InputSection,
+    pseudonyms: Option<&Pseudonymizer>,
+) -> Result<(Vec<SubjectInputs>, PseudonymMap), PreprocessError> {
+    let fail = |what: String| PreprocessError::Apply {
+        step: "input",
+        what,
+    };
     let pseudonyms = pseudonyms.ok_or_else(|| {
         fail("subjects grouped by DICOM header need a pseudonymization key".to_owned())
     })?;
-    let scan = dicom::scan(root).map_err(|e| fail(e.to_string()))?;
     let mut groups: BTreeMap<String, Vec<Series>> = BTreeMap::new();
     let mut unkeyed = 0usize;
-    for mut s in scan.series {
+    for mut s in series {
         let first = &s.slices[0];
         let key = match input.subjects {
             SubjectGrouping::Patient => first.patient_id.as_ref().map(|p| p.expose().to_owned()),
@@ -351,10 +385,7 @@ pub fn dicom_subjects(
     }
     out.sort_by(|a, b| a.id.cmp(&b.id));
     if out.is_empty() {
-        return Err(fail(format!(
-            "no DICOM image series under {}",
-            root.display()
-        )));
+        return Err(fail(format!("no DICOM image series in {what}")));
     }
     Ok((out, map))
 }

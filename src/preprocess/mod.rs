@@ -27,7 +27,8 @@ mod split;
 
 pub use crop::{CropPad, foreground_box};
 pub use discover::{
-    ModalitySource, SubjectInputs, dicom_subjects, file_digest, glob_match, nifti_subjects,
+    ModalitySource, SubjectInputs, dicom_subjects, dicom_subjects_in, file_digest, glob_match,
+    nifti_subjects,
 };
 pub use normalize::Normalize;
 pub use prepare::{

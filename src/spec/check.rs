@@ -234,7 +234,10 @@ fn check_pipeline(file: &PipelineFile, out: &mut Findings) {
 fn check_input(file: &PipelineFile, out: &mut Findings) -> Vec<String> {
     let input = &file.input;
     let format = input.format;
-    let needs_root = matches!(format, InputFormat::Nifti | InputFormat::Dicom);
+    let needs_root = matches!(
+        format,
+        InputFormat::Nifti | InputFormat::Dicom | InputFormat::Bids
+    );
     match (&input.root, needs_root) {
         (None, true) => out.add(
             "input",
@@ -245,7 +248,10 @@ fn check_input(file: &PipelineFile, out: &mut Findings) -> Vec<String> {
         ),
         (Some(_), false) => out.add(
             "input.root",
-            "not used with format \"phantom\", which generates its subjects into the run folder",
+            match format {
+                InputFormat::Dicomweb => "not used with format \"dicomweb\", whose series come from input.dicomweb.url",
+                _ => "not used with format \"phantom\", which generates its subjects into the run folder",
+            },
         ),
         _ => {}
     }
@@ -255,16 +261,33 @@ fn check_input(file: &PipelineFile, out: &mut Findings) -> Vec<String> {
             "empty glob, expected a pattern such as \"sub-*\"",
         );
     }
-    if format != InputFormat::Dicom {
-        if input.subjects != crate::spec::SubjectGrouping::Folder {
-            out.add(
-                "input.subjects",
-                "only used with format \"dicom\"; other inputs have one folder per subject",
-            );
-        }
-        if input.prefer != crate::spec::Prefer::Error {
-            out.add("input.prefer", "only used with format \"dicom\"");
-        }
+    let dicom = matches!(format, InputFormat::Dicom | InputFormat::Dicomweb);
+    if !dicom && input.subjects != crate::spec::SubjectGrouping::Folder {
+        out.add(
+            "input.subjects",
+            "only used with formats \"dicom\" and \"dicomweb\"; other inputs have one folder per subject",
+        );
+    }
+    if format == InputFormat::Dicomweb && input.subjects == crate::spec::SubjectGrouping::Folder {
+        out.add(
+            "input.subjects",
+            "format \"dicomweb\" groups its series into subjects by header: expected \"patient\" or \"study\"",
+        );
+    }
+    if !dicom && format != InputFormat::Bids && input.prefer != crate::spec::Prefer::Error {
+        out.add(
+            "input.prefer",
+            "only used with formats \"dicom\", \"dicomweb\" and \"bids\"",
+        );
+    }
+    match (&input.dicomweb, format == InputFormat::Dicomweb) {
+        (None, true) => out.add(
+            "input",
+            "missing field \"dicomweb\", required for format \"dicomweb\" (e.g. dicomweb = { url = \"http://127.0.0.1:8042/dicom-web\" })",
+        ),
+        (Some(_), false) => out.add("input.dicomweb", "only used with format \"dicomweb\""),
+        (Some(server), true) => check_dicomweb("input.dicomweb", server, true, out),
+        (None, false) => {}
     }
     if input.subjects == crate::spec::SubjectGrouping::Folder {
         for (key, set) in [
@@ -284,7 +307,7 @@ fn check_input(file: &PipelineFile, out: &mut Findings) -> Vec<String> {
     {
         out.add("input.pseudonym_map", format!("{map:?} lies inside the run folder {:?}; the map links pseudonyms to real identities, so it must be kept elsewhere", file.output_dir()));
     }
-    if input.assume_geometry && format != InputFormat::Dicom {
+    if input.assume_geometry && !dicom {
         out.add(
             "input.assume_geometry",
             "only used with format \"dicom\"; NIfTI files and phantoms always carry geometry",
@@ -305,9 +328,25 @@ fn check_input(file: &PipelineFile, out: &mut Findings) -> Vec<String> {
                 check_template(&format!("input.modalities.{name}"), template, out);
             }
         }
-        InputFormat::Dicom => {
+        InputFormat::Bids => {
+            if input.modalities.is_empty() {
+                out.add("input", "missing field \"modalities\", expected a table of modality = \"entities_suffix\" (e.g. t1 = \"T1w\", t1ce = \"ce-gd_T1w\") for format \"bids\"");
+            }
+            if !input.series.is_empty() {
+                out.add(
+                    "input.series",
+                    "only used with formats \"dicom\" and \"dicomweb\"; BIDS modalities go in input.modalities",
+                );
+            }
+            for (name, pattern) in &input.modalities {
+                if let Err(e) = crate::bids::Pattern::parse(pattern) {
+                    out.add(&format!("input.modalities.{name}"), e);
+                }
+            }
+        }
+        InputFormat::Dicom | InputFormat::Dicomweb => {
             if input.series.is_empty() {
-                out.add("input", "missing field \"series\", expected a table of modality = { modality, description } for format \"dicom\"");
+                out.add("input", format!("missing field \"series\", expected a table of modality = {{ modality, description }} for format {:?}", format_name(format)));
             }
             if !input.modalities.is_empty() {
                 out.add(
@@ -385,12 +424,22 @@ fn check_input(file: &PipelineFile, out: &mut Findings) -> Vec<String> {
     if format != InputFormat::Phantom && input.phantom.is_some() {
         out.add("input.phantom", "only used with format \"phantom\"");
     }
-    if let Some(label) = &input.label {
-        check_template("input.label", label, out);
+    match (&input.label, format) {
+        (Some(label), InputFormat::Bids) => {
+            if let Err(e) = crate::bids::Pattern::parse(label) {
+                out.add("input.label", e);
+            }
+        }
+        (Some(_), InputFormat::Dicom | InputFormat::Dicomweb) => out.add(
+            "input.label",
+            "not used with DICOM input; labels are read from NIfTI (format \"nifti\" or \"bids\")",
+        ),
+        (Some(label), _) => check_template("input.label", label, out),
+        (None, _) => {}
     }
     let declared = file.declared_modalities();
     let table = match format {
-        InputFormat::Dicom => "input.series",
+        InputFormat::Dicom | InputFormat::Dicomweb => "input.series",
         _ => "input.modalities",
     };
     for name in &declared {
@@ -416,6 +465,106 @@ fn format_name(format: InputFormat) -> &'static str {
         InputFormat::Nifti => "nifti",
         InputFormat::Dicom => "dicom",
         InputFormat::Phantom => "phantom",
+        InputFormat::Dicomweb => "dicomweb",
+        InputFormat::Bids => "bids",
+    }
+}
+
+/// Checks a DICOMweb server entry; `input` allows the search and the cache.
+fn check_dicomweb(
+    key: &str,
+    server: &crate::spec::DicomWebServer,
+    input: bool,
+    out: &mut Findings,
+) {
+    let url = server.url.trim();
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    match rest {
+        None => out.add(
+            &format!("{key}.url"),
+            format!("{:?} is not an http:// or https:// URL", server.url),
+        ),
+        Some(rest)
+            if rest
+                .split('/')
+                .next()
+                .is_some_and(|host| host.contains('@')) =>
+        {
+            out.add(
+                &format!("{key}.url"),
+                "holds credentials; put them in an environment variable named by auth.env instead",
+            )
+        }
+        Some(rest) if rest.is_empty() || rest.starts_with('/') => {
+            out.add(&format!("{key}.url"), "has no host")
+        }
+        Some(_) => {}
+    }
+    if !(server.timeout_s.is_finite() && server.timeout_s > 0.0) {
+        out.add(
+            &format!("{key}.timeout_s"),
+            format!(
+                "{} s, expected a positive number of seconds",
+                server.timeout_s
+            ),
+        );
+    }
+    if server.retries > 10 {
+        out.add(
+            &format!("{key}.retries"),
+            format!(
+                "{} tries again is past the limit of 10 (the waits double each time)",
+                server.retries
+            ),
+        );
+    }
+    if let Some(auth) = &server.auth
+        && !is_name(&auth.env, &['_'])
+    {
+        out.add(
+            &format!("{key}.auth.env"),
+            format!(
+                "{:?} is not an environment variable name, expected letters, digits and '_'",
+                auth.env
+            ),
+        );
+    }
+    if !input {
+        if !server.query.is_empty() {
+            out.add(&format!("{key}.query"), "only used in input.dicomweb");
+        }
+        if server.cache.is_some() {
+            out.add(&format!("{key}.cache"), "only used in input.dicomweb");
+        }
+        return;
+    }
+    for (k, v) in &server.query {
+        let tag = k.len() == 8 && k.chars().all(|c| c.is_ascii_hexdigit());
+        if !tag && !crate::spec::QUERY_KEYS.contains(&k.as_str()) {
+            out.add(
+                &format!("{key}.query.{k}"),
+                format!(
+                    "not a study-level search attribute, expected one of {} or a tag as 8 hex digits",
+                    crate::spec::QUERY_KEYS.join(", ")
+                ),
+            );
+        }
+        if v.values().is_empty() || v.values().iter().any(|x| x.trim().is_empty()) {
+            out.add(
+                &format!("{key}.query.{k}"),
+                "empty value, expected the value to match",
+            );
+        }
+    }
+    if let Some(cache) = &server.cache
+        && !stays_inside(cache)
+    {
+        out.add(
+            &format!("{key}.cache"),
+            format!("{cache:?} escapes the run root, expected a relative folder inside it"),
+        );
     }
 }
 
@@ -1067,6 +1216,38 @@ fn check_output(file: &PipelineFile, out: &mut Findings) {
                     n.name
                 ),
             );
+        }
+    }
+    if let Some(server) = &o.dicomweb {
+        check_dicomweb("output.dicomweb", server, false, out);
+    }
+    let wants_bids = o.formats.contains(&WriteFormat::Bids);
+    if o.bids.is_some() && !wants_bids {
+        out.add(
+            "output.bids",
+            "set, but output.formats does not include \"bids\"",
+        );
+    }
+    if let Some(bids) = &o.bids {
+        for (m, pattern) in &bids.suffixes {
+            match crate::bids::Pattern::parse(pattern) {
+                Ok(p) if p.literal().is_none() => out.add(
+                    &format!("output.bids.suffixes.{m}"),
+                    format!("{pattern:?} has a glob; a file name needs plain labels"),
+                ),
+                Ok(_) => {}
+                Err(e) => out.add(&format!("output.bids.suffixes.{m}"), e),
+            }
+        }
+    }
+    if wants_bids && let Some(model) = &file.model {
+        for target in model.target.iter() {
+            if crate::bids::suffix_for(file, target).is_none() {
+                out.add(
+                    "output.bids.suffixes",
+                    format!("no BIDS suffix for the synthesized modality {target:?}; add {target} = \"<entities>_<suffix>\" (e.g. \"T2w\")"),
+                );
+            }
         }
     }
     if let Some(root) = &o.dicom_uid_root

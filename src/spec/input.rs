@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::DicomWebServer;
+
 /// The kind of data a pipeline reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
@@ -16,6 +18,13 @@ pub enum InputFormat {
     Dicom,
     /// Procedural multi-contrast head phantoms generated into the run folder (see `phantom`).
     Phantom,
+    /// Studies on a DICOMweb server (see `dicomweb`): searched with QIDO-RS, retrieved with
+    /// WADO-RS into a cache, then read as `dicom` with subjects grouped by patient or study.
+    Dicomweb,
+    /// A BIDS dataset under `root`: `sub-*/[ses-*/]anat/*.nii[.gz]`, one subject per subject
+    /// and session; `modalities` name each modality's entities and suffix (`T1w`,
+    /// `ce-gd_T1w`, `acq-fast_FLAIR`), and `label` a segmentation under `derivatives/`.
+    Bids,
 }
 
 /// `[input]`: which subjects a run reads and which modality each file or series is.
@@ -32,16 +41,21 @@ pub struct InputSection {
     /// each match is one subject. Default `*`.
     #[serde(default = "default_subject_glob")]
     pub subject_glob: String,
-    /// `nifti` only: modality name -> path template relative to `root`, with `{subject}`
+    /// `nifti`: modality name -> path template relative to `root`, with `{subject}`
     /// replaced by the subject folder's name, e.g. `t1 = "{subject}/t1.nii.gz"`.
-    /// Modality names are lower-case letters, digits and `_`.
+    /// `bids`: modality name -> the BIDS entities and suffix of its file, e.g. `t1 = "T1w"`,
+    /// `t1ce = "ce-gd_T1w"`, `t2 = "acq-*_T2w"`: the suffix must match, every entity named must
+    /// match (a value may be a glob), and an entity not named must be absent, except `run`
+    /// (several runs: `prefer`). Modality names are lower-case letters, digits and `_`.
     #[serde(default)]
     pub modalities: BTreeMap<String, String>,
-    /// `dicom` only: modality name -> which series of a subject it is.
+    /// `dicom` and `dicomweb`: modality name -> which series of a subject it is.
     #[serde(default)]
     pub series: BTreeMap<String, SeriesMatch>,
-    /// Optional label volume (NIfTI path template, as in `modalities`); BraTS labels for the
-    /// phantom (1 necrosis, 2 oedema, 3 enhancing tumour).
+    /// Optional label volume: for `nifti` a path template, as in `modalities`; for `bids` the
+    /// entities and suffix of a segmentation under `derivatives/<pipeline>/`, e.g.
+    /// `"desc-tumor_dseg"`. BraTS labels for the phantom (1 necrosis, 2 oedema, 3 enhancing
+    /// tumour).
     #[serde(default)]
     pub label: Option<String>,
     /// Modalities a subject must have to be used; a subject missing one is skipped and
@@ -79,6 +93,9 @@ pub struct InputSection {
     /// `phantom` only: how many subjects to generate and on which grid.
     #[serde(default)]
     pub phantom: Option<PhantomInput>,
+    /// `dicomweb` only: the server, the study search and the cache.
+    #[serde(default)]
+    pub dicomweb: Option<DicomWebServer>,
 }
 
 /// What one subject of a DICOM input is.

@@ -23,6 +23,7 @@
 //! ```
 
 mod check;
+mod dicomweb;
 mod evaluate;
 mod input;
 mod load;
@@ -38,6 +39,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use check::{Finding, KeyPath, check};
+pub use dicomweb::{AuthScheme, DicomWebAuth, DicomWebServer, QUERY_KEYS, QueryValue};
 pub use evaluate::{Baseline, EvaluateSection, Metric, Protocol, SegmentationConfig};
 pub use input::{
     InputFormat, InputSection, PhantomInput, Prefer, SeriesMatch, Spacing, SubjectGrouping,
@@ -47,7 +49,7 @@ pub use model::{
     AttentionConfig, AttentionKind, DiffusionConfig, GanConfig, Modalities, ModelKind,
     ModelSection, Prediction, Schedule, Task, UnetConfig,
 };
-pub use output::{NnunetConfig, OutputSection, WriteFormat};
+pub use output::{BidsOutput, NnunetConfig, OutputSection, WriteFormat};
 pub use pipeline::PipelineSection;
 pub use preprocess::{
     CropMode, NormalizeConfig, NormalizeMethod, PreprocessSection, SliceAxis, SliceConfig,
@@ -110,8 +112,12 @@ impl PipelineFile {
     /// Names of the modalities the input section provides, in declaration order.
     pub fn declared_modalities(&self) -> Vec<String> {
         match self.input.format {
-            InputFormat::Nifti => self.input.modalities.keys().cloned().collect(),
-            InputFormat::Dicom => self.input.series.keys().cloned().collect(),
+            InputFormat::Nifti | InputFormat::Bids => {
+                self.input.modalities.keys().cloned().collect()
+            }
+            InputFormat::Dicom | InputFormat::Dicomweb => {
+                self.input.series.keys().cloned().collect()
+            }
             InputFormat::Phantom => PHANTOM_MODALITIES.iter().map(|s| s.to_string()).collect(),
         }
     }

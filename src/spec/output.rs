@@ -3,6 +3,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::DicomWebServer;
+
 /// A kind of written artifact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
@@ -15,6 +17,26 @@ pub enum WriteFormat {
     Png,
     /// An nnU-Net v2 raw dataset (needs `nnunet`).
     Nnunet,
+    /// A BIDS derivatives dataset of the synthesized images (`export/bids/`): each image as
+    /// `sub-<label>/[ses-<label>/]anat/sub-<label>_..._desc-synth_<suffix>.nii.gz` with a
+    /// JSON sidecar (Sources, provenance digest), and `dataset_description.json` with
+    /// GeneratedBy.
+    Bids,
+}
+
+/// `output.bids`: how synthesized images are named in the BIDS derivatives.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BidsOutput {
+    /// Modality -> BIDS entities and suffix of its file, e.g. `t1ce = "ce-gd_T1w"`. Default:
+    /// for `bids` input the modality's `input.modalities` entry; else `t1` T1w,
+    /// `t1ce` ce-gadolinium_T1w, `t2` T2w, `flair` FLAIR, `pd` PDw, `t2star` T2starw.
+    #[serde(default)]
+    pub suffixes: std::collections::BTreeMap<String, String>,
+    /// The sidecars' SkullStripped (required by BIDS for derivatives) where the source's own
+    /// sidecar does not say. Default false.
+    #[serde(default)]
+    pub skull_stripped: bool,
 }
 
 /// `output.nnunet`: the nnU-Net v2 dataset identity.
@@ -31,7 +53,7 @@ pub struct NnunetConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OutputSection {
-    /// What to write: `nifti`, `dicom`, `png`, `nnunet`. Default `["nifti"]`.
+    /// What to write: `nifti`, `dicom`, `png`, `nnunet`, `bids`. Default `["nifti"]`.
     #[serde(default = "default_formats")]
     pub formats: Vec<WriteFormat>,
     /// nnU-Net export settings; required when `formats` has `nnunet`.
@@ -47,6 +69,29 @@ pub struct OutputSection {
     /// Show the model's attention maps over its synthetic slices in the report. Default false.
     #[serde(default)]
     pub attention_maps: bool,
+    /// BIDS naming; used when `formats` has `bids`.
+    #[serde(default)]
+    pub bids: Option<BidsOutput>,
+    /// Store every synthesized DICOM series on this DICOMweb server with STOW-RS (the series
+    /// are written as with `dicom` in `formats`). A series counts as stored once the server
+    /// has acknowledged each of its instances; a re-run stores only what the server lacks.
+    #[serde(default)]
+    pub dicomweb: Option<DicomWebServer>,
+}
+
+impl OutputSection {
+    /// The formats synthesized volumes are written in: `formats`, with NIfTI when `bids`
+    /// needs it and DICOM when `dicomweb` stores series.
+    pub fn volume_formats(&self) -> Vec<WriteFormat> {
+        let mut f = self.formats.clone();
+        if f.contains(&WriteFormat::Bids) && !f.contains(&WriteFormat::Nifti) {
+            f.push(WriteFormat::Nifti);
+        }
+        if self.dicomweb.is_some() && !f.contains(&WriteFormat::Dicom) {
+            f.push(WriteFormat::Dicom);
+        }
+        f
+    }
 }
 
 impl Default for OutputSection {
@@ -57,6 +102,8 @@ impl Default for OutputSection {
             dicom_uid_root: None,
             report: true,
             attention_maps: false,
+            bids: None,
+            dicomweb: None,
         }
     }
 }

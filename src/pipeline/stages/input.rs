@@ -1,5 +1,6 @@
-//! The input stage: phantom subjects generated into the run folder, or subjects discovered
-//! under `input.root`; subjects that lack a required modality or label are set aside with the
+//! The input stage: phantom subjects generated into the run folder, series retrieved from a
+//! DICOMweb server into the input cache, or subjects discovered under `input.root` (NIfTI,
+//! DICOM, BIDS); subjects that lack a required modality or label are set aside with the
 //! reason, and the rest go on.
 
 use std::path::{Path, PathBuf};
@@ -95,16 +96,71 @@ fn phantom_inputs(run: &mut Run) -> Result<(), RunError> {
 /// Runs the input stage: generates phantom subjects when the file asks for them, then finds
 /// the subjects.
 pub fn run(run: &mut Run) -> Result<Subjects, RunError> {
-    if run.plan.file.input.format == InputFormat::Phantom {
-        phantom_inputs(run)?;
+    match run.plan.file.input.format {
+        InputFormat::Phantom => phantom_inputs(run)?,
+        InputFormat::Dicomweb => dicomweb_inputs(run)?,
+        _ => {}
     }
     discover(run)
+}
+
+/// The list of cached series folders the last retrieval of this run brought, one per line.
+fn series_list(run: &Run) -> PathBuf {
+    run.run_dir().join("dicomweb-series.txt")
+}
+
+/// Searches the DICOMweb server and retrieves the series `input.series` may match into the
+/// cache; the list of the cohort's series folders is written for [`discover`].
+fn dicomweb_inputs(run: &mut Run) -> Result<(), RunError> {
+    let started = now_rfc3339();
+    let input = run.plan.file.input.clone();
+    let Some(server) = &input.dicomweb else {
+        return Err(RunError::Nothing {
+            stage: Stage::Input,
+            what: "input.format is \"dicomweb\" but input.dicomweb is not set".into(),
+        });
+    };
+    let cache = run.dicomweb_cache();
+    let got = crate::dicomweb::retrieve_cohort(server, &input.series, &cache)
+        .map_err(|e| RunError::failed(Stage::Input, &cache, e))?;
+    tracing::info!(server = %server.url, fetched = got.fetched, reused = got.reused, instances = got.instances, cache = %cache.display(), "DICOMweb series in the input cache");
+    if got.folders.is_empty() {
+        return Err(RunError::Nothing {
+            stage: Stage::Input,
+            what: format!(
+                "the DICOMweb server {} has no series matching input.dicomweb.query and input.series",
+                server.url
+            ),
+        });
+    }
+    let list = series_list(run);
+    let text: String = got
+        .folders
+        .iter()
+        .map(|f| format!("{}\n", f.display()))
+        .collect();
+    crate::volume::AtomicFile::write(&list, text.as_bytes())
+        .map_err(|e| RunError::failed(Stage::Input, &list, e))?;
+    let mut row = run.row(Stage::Input, "dicomweb-series-list", &list, "", &started)?;
+    row.sources = server.url.clone();
+    run.record(row);
+    Ok(())
 }
 
 /// DICOM subjects (see [`dicom_subjects`]); when they are named by pseudonyms and
 /// `input.pseudonym_map` is set, the map from real value to pseudonym is written there, as
 /// CSV, atomically. Checking put that path outside the run folder.
 fn dicom_inputs(run: &Run, root: &Path) -> Result<Vec<SubjectInputs>, String> {
+    dicom_inputs_from(run, root, None)
+}
+
+/// As [`dicom_inputs`], from the series folders `folders` when given (DICOMweb input), else
+/// from the tree under `root`.
+fn dicom_inputs_from(
+    run: &Run,
+    root: &Path,
+    folders: Option<&[PathBuf]>,
+) -> Result<Vec<SubjectInputs>, String> {
     let input = &run.plan.file.input;
     let pseudonyms = match input.subjects {
         SubjectGrouping::Folder => None,
@@ -116,8 +172,16 @@ fn dicom_inputs(run: &Run, root: &Path) -> Result<Vec<SubjectInputs>, String> {
                 .as_deref(),
         )?),
     };
-    let (subjects, map) =
-        dicom_subjects(root, input, pseudonyms.as_ref()).map_err(|e| e.to_string())?;
+    let (subjects, map) = match folders {
+        Some(folders) => crate::preprocess::dicom_subjects_in(
+            folders,
+            input,
+            pseudonyms.as_ref(),
+            &format!("the series retrieved into {}", root.display()),
+        ),
+        None => dicom_subjects(root, input, pseudonyms.as_ref()),
+    }
+    .map_err(|e| e.to_string())?;
     if let Some(path) = &input.pseudonym_map {
         let path = run.resolve(path);
         if path.starts_with(run.dir()) {
@@ -168,6 +232,27 @@ pub fn discover(run: &Run) -> Result<Subjects, RunError> {
             };
             found.map_err(|e| RunError::failed(Stage::Input, &root, e))?
         }
+        InputFormat::Bids => {
+            let root = run.resolve(input.root.as_deref().unwrap_or("."));
+            crate::bids::bids_subjects(&root, input)
+                .map_err(|e| RunError::failed(Stage::Input, &root, e))?
+        }
+        InputFormat::Dicomweb => {
+            let list = series_list(run);
+            let text = std::fs::read_to_string(&list).map_err(|e| {
+                RunError::failed(
+                    Stage::Input,
+                    &list,
+                    format!(
+                        "cannot read the list of retrieved series ({e}); run the input stage first"
+                    ),
+                )
+            })?;
+            let folders: Vec<PathBuf> = text.lines().map(PathBuf::from).collect();
+            let cache = run.dicomweb_cache();
+            dicom_inputs_from(run, &cache, Some(&folders))
+                .map_err(|e| RunError::failed(Stage::Input, &cache, e))?
+        }
     };
     let required = required(run);
     let needs_label = file
@@ -176,7 +261,7 @@ pub fn discover(run: &Run) -> Result<Subjects, RunError> {
         .is_some_and(|m| m.task == Task::LabelToImage);
     let root = run.resolve(input.root.as_deref().unwrap_or("."));
     let mut out = Subjects {
-        pseudonymized: input.format == InputFormat::Dicom
+        pseudonymized: matches!(input.format, InputFormat::Dicom | InputFormat::Dicomweb)
             && input.subjects != SubjectGrouping::Folder,
         ..Subjects::default()
     };
@@ -199,7 +284,8 @@ pub fn discover(run: &Run) -> Result<Subjects, RunError> {
                     " (expected {})",
                     root.join(t.replace("{subject}", &subject.id)).display()
                 ),
-                (InputFormat::Dicom, Some(_)) | (_, None) => match input.series.get(name) {
+                (InputFormat::Bids, Some(p)) => format!(" (no {p} image in anat/)"),
+                (_, Some(_)) | (_, None) => match input.series.get(name) {
                     Some(m) => format!(
                         " (no series matched modality {:?}, description {:?})",
                         m.modality.as_deref().unwrap_or("any"),
@@ -207,7 +293,6 @@ pub fn discover(run: &Run) -> Result<Subjects, RunError> {
                     ),
                     None => String::new(),
                 },
-                _ => String::new(),
             }
         };
         let lacking: Vec<String> = required

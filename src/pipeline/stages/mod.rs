@@ -3,10 +3,12 @@
 //! it wrote. No stage imports another: what they share lives a layer down, in
 //! [`super::handoff`], [`super::model`] and [`super::write`].
 
+pub mod bids;
 pub mod evaluate;
 pub mod export;
 pub mod input;
 pub mod preprocess;
+pub mod publish;
 pub mod report;
 pub mod synthesize;
 pub mod train;
@@ -14,7 +16,8 @@ pub mod train;
 #[cfg(test)]
 mod tests {
     /// Each stage's source, by name.
-    const SOURCES: [(&str, &str); 10] = [
+    const SOURCES: [(&str, &str); 12] = [
+        ("bids", include_str!("bids.rs")),
         ("evaluate", include_str!("evaluate/mod.rs")),
         ("evaluate", include_str!("evaluate/downstream.rs")),
         ("evaluate", include_str!("evaluate/scorer.rs")),
@@ -22,6 +25,7 @@ mod tests {
         ("export", include_str!("export.rs")),
         ("input", include_str!("input.rs")),
         ("preprocess", include_str!("preprocess.rs")),
+        ("publish", include_str!("publish.rs")),
         ("report", include_str!("report.rs")),
         ("synthesize", include_str!("synthesize.rs")),
         ("train", include_str!("train.rs")),

@@ -403,7 +403,7 @@ impl VariantWriter<'_> {
                 subject,
                 target,
                 &volume,
-                &file.output.formats,
+                &file.output.volume_formats(),
                 &crate::volume::dicom::WriteOptions {
                     study_uid: self.source_uids.get(subject).and_then(|u| u.0.clone()),
                     frame_of_reference_uid: self.source_uids.get(subject).and_then(|u| u.1.clone()),
