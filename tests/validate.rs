@@ -56,7 +56,13 @@ fn shipped_pipelines_cover_every_task() {
     ] {
         assert!(tasks.contains(&t), "no pipeline for {t:?}");
     }
-    for f in [InputFormat::Nifti, InputFormat::Dicom, InputFormat::Phantom] {
+    for f in [
+        InputFormat::Nifti,
+        InputFormat::Dicom,
+        InputFormat::Phantom,
+        InputFormat::Dicomweb,
+        InputFormat::Bids,
+    ] {
         assert!(formats.contains(&f), "no pipeline reads {f:?}");
     }
 }
