@@ -1,7 +1,7 @@
 //! Retrieving the studies a QIDO-RS search finds into the input cache: one folder per series,
-//! named by a hash of server, study and series, written under a temporary name and renamed
-//! only once every instance has arrived and parsed, so a partial download never counts as
-//! input.
+//! named by a hash of server, study and series, holding each instance as a file named by the
+//! SHA-256 of its bytes; written under a temporary name and renamed only once every instance
+//! has arrived and parsed, so a partial download never counts as input.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -81,9 +81,11 @@ fn series_key(base: &str, study: &str, series: &str) -> String {
     crate::volume::hex(&h.finalize())[..32].to_owned()
 }
 
-/// Whether process `pid` still runs (its temporary folders are then left alone).
+/// Whether process `pid` may still run (its temporary folders are then left alone); without
+/// `/proc` to tell, every process may.
 fn alive(pid: &str) -> bool {
-    Path::new("/proc").join(pid).exists()
+    let proc = Path::new("/proc");
+    !proc.join("self").exists() || proc.join(pid).exists()
 }
 
 /// Searches the server with `server.query`, and brings every series that may match one of
@@ -204,7 +206,9 @@ fn fetch_series(
         std::fs::create_dir_all(&tmp)
             .map_err(|e| client.error(format!("cannot create {}: {e}", tmp.display())))?;
         for (i, part) in parts.iter().enumerate() {
-            let path = tmp.join(format!("{i:06}.dcm"));
+            // Each file is named by its content's digest.
+            let digest = crate::volume::hex(&Sha256::digest(part));
+            let path = tmp.join(format!("{}.dcm", &digest[..32]));
             std::fs::write(&path, part)
                 .map_err(|e| client.error(format!("cannot write {}: {e}", path.display())))?;
             let obj = dicom::object::open_file(&path).map_err(|e| {
@@ -228,6 +232,12 @@ fn fetch_series(
         }
         crate::volume::AtomicFile::write(&tmp.join(COMPLETE), parts.len().to_string().as_bytes())
             .map_err(|e| client.error(format!("cannot write {}: {e}", tmp.display())))?;
+        // Another process (a shard) may have completed the same series meanwhile: keep its.
+        let theirs = std::fs::read_to_string(folder.join(COMPLETE)).ok();
+        if theirs.as_deref().map(str::trim) == Some(parts.len().to_string().as_str()) {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Ok(parts.len());
+        }
         if folder.exists() {
             std::fs::remove_dir_all(folder)
                 .map_err(|e| client.error(format!("cannot replace {}: {e}", folder.display())))?;

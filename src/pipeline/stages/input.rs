@@ -104,7 +104,8 @@ pub fn run(run: &mut Run) -> Result<Subjects, RunError> {
     discover(run)
 }
 
-/// The list of cached series folders the last retrieval of this run brought, one per line.
+/// The list of the cached series folders the last retrieval of this run brought, by name
+/// (relative to the cache), one per line.
 fn series_list(run: &Run) -> PathBuf {
     run.run_dir().join("dicomweb-series.txt")
 }
@@ -137,7 +138,8 @@ fn dicomweb_inputs(run: &mut Run) -> Result<(), RunError> {
     let text: String = got
         .folders
         .iter()
-        .map(|f| format!("{}\n", f.display()))
+        .filter_map(|f| f.file_name())
+        .map(|f| format!("{}\n", f.to_string_lossy()))
         .collect();
     crate::volume::AtomicFile::write(&list, text.as_bytes())
         .map_err(|e| RunError::failed(Stage::Input, &list, e))?;
@@ -248,8 +250,12 @@ pub fn discover(run: &Run) -> Result<Subjects, RunError> {
                     ),
                 )
             })?;
-            let folders: Vec<PathBuf> = text.lines().map(PathBuf::from).collect();
             let cache = run.dicomweb_cache();
+            let folders: Vec<PathBuf> = text
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(|l| cache.join(l))
+                .collect();
             dicom_inputs_from(run, &cache, Some(&folders))
                 .map_err(|e| RunError::failed(Stage::Input, &cache, e))?
         }
