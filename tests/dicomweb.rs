@@ -367,6 +367,14 @@ fn a_cohort_pulled_over_dicomweb_runs_as_on_the_files_and_its_series_go_back() {
     let stderr = common::stderr(&again);
     assert!(stderr.contains("fetched=0 reused=6"), "{stderr}");
     assert!(stderr.contains("sent=0 already=3"), "{stderr}");
+    assert!(
+        common::stdout(&again).contains(&format!(
+            "stored on    {}: 0 series sent (0 instances), 3 already there",
+            server.dicomweb()
+        )),
+        "{}",
+        common::stdout(&again)
+    );
     // No credential in the run folder's files or in what was printed.
     assert!(!stderr.contains("test-password") && !common::stdout(&again).contains("test-password"));
 }

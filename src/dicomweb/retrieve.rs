@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::{Client, DicomWebError, json_str};
 use crate::preprocess::glob_match;
+use crate::progress::Progress;
 use crate::spec::{DicomWebServer, SeriesMatch};
 
 /// The marker a complete series folder holds: its instance count.
@@ -136,8 +137,8 @@ pub fn retrieve_cohort(
     let selected: Vec<&Found> = found.iter().filter(|f| wanted(f, patterns)).collect();
     tracing::info!(server = %client.server(), series = found.len(), selected = selected.len(), "series found; retrieving those input.series may match");
     let mut out = Retrieved::default();
-    let started = std::time::Instant::now();
-    for (n, f) in selected.iter().enumerate() {
+    let bar = Progress::new("dicomweb-retrieve", "series", selected.len() as u64);
+    for f in &selected {
         let folder = cache.join(series_key(client.server(), &f.study, &f.series));
         let complete = std::fs::read_to_string(folder.join(COMPLETE))
             .ok()
@@ -145,20 +146,14 @@ pub fn retrieve_cohort(
         if complete.is_some() && (f.instances.is_none() || complete == f.instances) {
             out.reused += 1;
         } else {
-            out.instances += fetch_series(&client, f, cache, &folder)?;
+            out.instances +=
+                fetch_series(&client, f, cache, &folder).inspect_err(|_| bar.abandon())?;
             out.fetched += 1;
-            let done = n + 1;
-            let eta =
-                started.elapsed().as_secs_f64() / done as f64 * (selected.len() - done) as f64;
-            tracing::info!(
-                series = done,
-                of = selected.len(),
-                eta_s = eta.round(),
-                "retrieved"
-            );
         }
+        bar.inc(1);
         out.folders.push(folder);
     }
+    bar.finish();
     out.folders.sort();
     Ok(out)
 }

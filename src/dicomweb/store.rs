@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use dicom::dictionary_std::tags;
 
 use super::{Client, DicomWebError, json_str};
+use crate::progress::Progress;
 use crate::spec::DicomWebServer;
 
 /// Instances sent per STOW-RS request, at most.
@@ -53,8 +54,25 @@ fn read_instance(path: &Path) -> Result<Instance, String> {
 pub fn store_series(server: &DicomWebServer, folders: &[PathBuf]) -> Result<Stored, DicomWebError> {
     let client = Client::new(server)?;
     let mut out = Stored::default();
-    let started = std::time::Instant::now();
-    for (n, folder) in folders.iter().enumerate() {
+    let bar = Progress::new("dicomweb-store", "series", folders.len() as u64);
+    let result = store_each(&client, folders, &mut out, &bar);
+    if result.is_err() {
+        bar.abandon();
+    } else {
+        bar.finish();
+    }
+    result.map(|()| out)
+}
+
+/// Stores each series folder, counting into `out` and `bar`.
+fn store_each(
+    client: &Client,
+    folders: &[PathBuf],
+    out: &mut Stored,
+    bar: &Progress,
+) -> Result<(), DicomWebError> {
+    for folder in folders {
+        bar.inc(1);
         let mut files: Vec<PathBuf> = std::fs::read_dir(folder)
             .map_err(|e| client.error(format!("cannot read {}: {e}", folder.display())))?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -155,15 +173,6 @@ pub fn store_series(server: &DicomWebServer, folders: &[PathBuf]) -> Result<Stor
             out.sent_instances += batch.len();
         }
         out.sent_series += 1;
-        let done = n + 1;
-        let eta = started.elapsed().as_secs_f64() / done as f64 * (folders.len() - done) as f64;
-        tracing::info!(
-            series = done,
-            of = folders.len(),
-            instances = missing.len(),
-            eta_s = eta.round(),
-            "stored"
-        );
     }
-    Ok(out)
+    Ok(())
 }

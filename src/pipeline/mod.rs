@@ -197,6 +197,10 @@ pub struct Outcome {
     pub synthesized: Option<Synthesized>,
     pub evaluation: Option<Evaluation>,
     pub nnunet: Option<NnunetExport>,
+    /// The BIDS derivatives folder, when `output.formats` has `bids`.
+    pub bids: Option<PathBuf>,
+    /// The DICOMweb server the synthesized series were stored on, and what was sent.
+    pub stored: Option<(String, crate::dicomweb::Stored)>,
     /// `report.html`, when `output.report` is on.
     pub report: Option<PathBuf>,
     pub provenance: PathBuf,
@@ -250,6 +254,10 @@ impl Outcome {
             "evaluation": evaluation,
             "nnunet": self.nnunet.as_ref().map(|n| json!({"dir": path(&n.dir), "training": n.training,
                 "test": n.test, "synthetic_channels": n.synthetic.len(), "skipped": skipped(&n.skipped)})),
+            "bids": self.bids.as_deref().map(path),
+            "dicomweb_stored": self.stored.as_ref().map(|(url, s)| json!({"server": url,
+                "series_sent": s.sent_series, "series_already_there": s.present_series,
+                "instances_sent": s.sent_instances})),
             "report": self.report.as_deref().map(path),
             "provenance": path(&self.provenance),
             "next": self.next,
@@ -320,6 +328,16 @@ impl fmt::Display for Outcome {
                 n.training,
                 n.test,
                 n.synthetic.len()
+            )?;
+        }
+        if let Some(b) = &self.bids {
+            writeln!(f, "BIDS         {}", b.display())?;
+        }
+        if let Some((url, s)) = &self.stored {
+            writeln!(
+                f,
+                "stored on    {url}: {} series sent ({} instances), {} already there",
+                s.sent_series, s.sent_instances, s.present_series
             )?;
         }
         if let Some(r) = &self.report {
@@ -442,12 +460,16 @@ fn outputs(mut run: Run, p: Produced) -> Result<Outcome, RunError> {
     } else {
         None
     };
-    if run.plan.file.output.formats.contains(&WriteFormat::Bids) && synthesized.is_some() {
-        bids::run(&mut run, &subjects)?;
-    }
-    if synthesized.is_some() {
-        publish::run(&run)?;
-    }
+    let bids = if run.plan.file.output.formats.contains(&WriteFormat::Bids) && synthesized.is_some()
+    {
+        Some(bids::run(&mut run, &subjects)?)
+    } else {
+        None
+    };
+    let stored = match (&run.plan.file.output.dicomweb, &synthesized) {
+        (Some(server), Some(_)) => publish::run(&run)?.map(|s| (server.url.clone(), s)),
+        _ => None,
+    };
     let report = if run.plan.file.output.report {
         Some(report::run(
             &mut run,
@@ -471,6 +493,8 @@ fn outputs(mut run: Run, p: Produced) -> Result<Outcome, RunError> {
         synthesized,
         evaluation,
         nnunet,
+        bids,
+        stored,
         report,
         provenance,
         next: None,
@@ -509,6 +533,8 @@ fn sharded(plan: Plan, root: &Path, shard: Shard, part: Part) -> Result<Outcome,
         synthesized: None,
         evaluation: None,
         nnunet: None,
+        bids: None,
+        stored: None,
         report: None,
         provenance: run.dir().join("provenance.parquet"),
         next: None,
@@ -629,6 +655,8 @@ fn train_job(plan: Plan, root: &Path, shards: usize) -> Result<Outcome, RunError
         synthesized: None,
         evaluation: None,
         nnunet: None,
+        bids: None,
+        stored: None,
         report: None,
         provenance,
         next: Some(format!(
