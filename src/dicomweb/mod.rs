@@ -49,9 +49,10 @@ pub struct Client {
     base: String,
     authorization: Option<String>,
     retries: u32,
-    /// Seconds waited before the first retry; doubled for each further one.
-    backoff_s: f64,
 }
+
+/// Seconds waited before the first retry; doubled for each further one.
+const BACKOFF_S: f64 = 1.0;
 
 /// Whether a status is worth trying again.
 fn transient(status: u16) -> bool {
@@ -107,7 +108,6 @@ impl Client {
             base,
             authorization,
             retries: server.retries,
-            backoff_s: 1.0,
         })
     }
 
@@ -146,7 +146,7 @@ impl Client {
         let mut last = String::new();
         for attempt in 0..=self.retries {
             if attempt > 0 {
-                let wait = self.backoff_s * f64::from(1u32 << (attempt - 1).min(10));
+                let wait = BACKOFF_S * f64::from(1u32 << (attempt - 1).min(10));
                 tracing::warn!(server = %self.base, attempt, wait_s = wait, "{what} failed ({last}); trying again");
                 std::thread::sleep(Duration::from_secs_f64(wait));
             }

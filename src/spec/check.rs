@@ -310,7 +310,7 @@ fn check_input(file: &PipelineFile, out: &mut Findings) -> Vec<String> {
     if input.assume_geometry && !dicom {
         out.add(
             "input.assume_geometry",
-            "only used with format \"dicom\"; NIfTI files and phantoms always carry geometry",
+            "only used with formats \"dicom\" and \"dicomweb\"; NIfTI files and phantoms always carry geometry",
         );
     }
     match format {
@@ -351,7 +351,7 @@ fn check_input(file: &PipelineFile, out: &mut Findings) -> Vec<String> {
             if !input.modalities.is_empty() {
                 out.add(
                     "input.modalities",
-                    "only used with format \"nifti\"; DICOM series are matched by input.series",
+                    "only used with formats \"nifti\" and \"bids\"; DICOM series are matched by input.series",
                 );
             }
             for (name, m) in &input.series {
