@@ -33,8 +33,8 @@ pub struct BidsOutput {
     /// `t1ce` ce-gadolinium_T1w, `t2` T2w, `flair` FLAIR, `pd` PDw, `t2star` T2starw.
     #[serde(default)]
     pub suffixes: std::collections::BTreeMap<String, String>,
-    /// The sidecars' SkullStripped (required by BIDS for derivatives) where the source's own
-    /// sidecar does not say. Default false.
+    /// The sidecars' SkullStripped, which BIDS requires of anatomical derivatives: whether
+    /// the images have non-brain voxels set to zero (as their sources have). Default false.
     #[serde(default)]
     pub skull_stripped: bool,
 }
