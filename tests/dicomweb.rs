@@ -20,59 +20,28 @@ const AUTH: &str = "medsynth:test-password";
 
 /// A running Orthanc; stopped by PID when dropped.
 struct Orthanc {
-    dir: tempfile::TempDir,
-    /// `http://127.0.0.1:PORT`.
-    url: String,
+    service: common::Service,
 }
 
 impl Orthanc {
     fn start() -> Orthanc {
         assert!(
-            which("Orthanc"),
+            common::which("Orthanc"),
             "Orthanc is not installed: run the suite with tests/run.sh as root, which installs Debian's orthanc and orthanc-dicomweb"
         );
-        let dir = tempfile::tempdir().unwrap();
-        let out = Command::new("bash")
-            .arg(common::repo().join("tests/orthanc/server.sh"))
-            .arg("start")
-            .arg(dir.path())
-            .output()
-            .unwrap();
-        let text = common::stdout(&out);
-        let url = text
-            .lines()
-            .find_map(|l| l.strip_prefix("ORTHANC_URL="))
-            .map(str::to_owned);
-        let server = Orthanc {
-            dir,
-            url: url.clone().unwrap_or_default(),
-        };
-        assert!(
-            out.status.success() && url.is_some(),
-            "Orthanc did not start:\n{text}\n{}",
-            common::stderr(&out)
-        );
-        server
+        Orthanc {
+            service: common::Service::start("tests/orthanc/server.sh", "ORTHANC_URL", "Orthanc"),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    fn url(&self) -> &str {
+        &self.service.value
     }
 
     fn dicomweb(&self) -> String {
-        format!("{}/dicom-web", self.url)
+        format!("{}/dicom-web", self.url())
     }
-}
-
-impl Drop for Orthanc {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(common::repo().join("tests/orthanc/server.sh"))
-            .arg("stop")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
-fn which(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
 }
 
 /// The peer script with the server's credentials.
@@ -251,7 +220,7 @@ fn a_cohort_pulled_over_dicomweb_runs_as_on_the_files_and_its_series_go_back() {
     cohort(root, "3");
     let uploaded: serde_json::Value = serde_json::from_str(&peer(&[
         "upload",
-        &server.url,
+        server.url(),
         root.join("phantom").to_str().unwrap(),
     ]))
     .unwrap();
@@ -387,7 +356,7 @@ fn a_failing_server_leaves_no_partial_input_and_names_the_series_and_the_server(
     cohort(root, "1");
     peer(&[
         "upload",
-        &server.url,
+        server.url(),
         root.join("phantom").to_str().unwrap(),
     ]);
     use ::dicom::dictionary_std::tags;

@@ -11,44 +11,23 @@ use std::time::{Duration, Instant};
 
 /// A running cluster; stopped (its daemons killed by PID) when dropped.
 struct Cluster {
-    dir: tempfile::TempDir,
-    conf: String,
+    service: common::Service,
 }
 
 impl Cluster {
     fn start() -> Cluster {
         assert!(
-            Path::new("/usr/sbin/slurmctld").exists() || which("slurmctld"),
+            Path::new("/usr/sbin/slurmctld").exists() || common::which("slurmctld"),
             "Slurm is not installed: run the suite with tests/run.sh as root, which installs Debian's slurm-wlm and munge"
         );
-        let dir = tempfile::tempdir().unwrap();
-        let out = Command::new("bash")
-            .arg(common::repo().join("tests/slurm/cluster.sh"))
-            .arg("start")
-            .arg(dir.path())
-            .output()
-            .unwrap();
-        let text = common::stdout(&out);
-        let conf = text
-            .lines()
-            .find_map(|l| l.strip_prefix("SLURM_CONF="))
-            .map(str::to_owned);
-        let cluster = Cluster {
-            dir,
-            conf: conf.clone().unwrap_or_default(),
-        };
-        assert!(
-            out.status.success() && conf.is_some(),
-            "the cluster did not start:\n{}\n{}",
-            text,
-            common::stderr(&out)
-        );
-        cluster
+        Cluster {
+            service: common::Service::start("tests/slurm/cluster.sh", "SLURM_CONF", "the cluster"),
+        }
     }
 
     fn command(&self, program: &str) -> Command {
         let mut c = Command::new(program);
-        c.env("SLURM_CONF", &self.conf);
+        c.env("SLURM_CONF", &self.service.value);
         c
     }
 
@@ -91,7 +70,7 @@ impl Cluster {
     fn logs(&self) -> String {
         let mut text = String::new();
         for name in ["slurmctld.log", "slurmd.log"] {
-            let path = self.dir.path().join("log").join(name);
+            let path = self.service.dir.path().join("log").join(name);
             let log = std::fs::read_to_string(&path).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(15).collect();
             text.push_str(&format!("--- {}\n", path.display()));
@@ -102,21 +81,6 @@ impl Cluster {
         }
         text
     }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(common::repo().join("tests/slurm/cluster.sh"))
-            .arg("stop")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
-fn which(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
 }
 
 /// Every job log the chain wrote.

@@ -467,7 +467,7 @@ fn outputs(mut run: Run, p: Produced) -> Result<Outcome, RunError> {
         None
     };
     let stored = match (&run.plan.file.output.dicomweb, &synthesized) {
-        (Some(server), Some(_)) => publish::run(&run)?.map(|s| (server.url.clone(), s)),
+        (Some(server), Some(_)) => Some((server.url.clone(), publish::run(&run, server)?)),
         _ => None,
     };
     let report = if run.plan.file.output.report {

@@ -235,3 +235,61 @@ pub fn files_in(dir: &Path) -> Vec<PathBuf> {
     files.sort();
     files
 }
+
+/// Whether `program` is on the PATH.
+pub fn which(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
+}
+
+/// A service a test script brings up in a temporary folder: `SCRIPT start DIR` prints
+/// `KEY=value` once the service answers; `SCRIPT stop DIR` (run when this is dropped) stops
+/// what it started, by PID.
+pub struct Service {
+    pub dir: tempfile::TempDir,
+    /// The value the script printed for its key (a URL, a config path).
+    pub value: String,
+    script: PathBuf,
+}
+
+impl Service {
+    /// Starts `script` (relative to the repository root) and waits for its `key=` line;
+    /// fails naming `what` with the script's output when it does not come.
+    pub fn start(script: &str, key: &str, what: &str) -> Service {
+        let script = repo().join(script);
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("bash")
+            .arg(&script)
+            .arg("start")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        let text = stdout(&out);
+        let prefix = format!("{key}=");
+        let value = text
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .map(str::to_owned);
+        let service = Service {
+            dir,
+            value: value.clone().unwrap_or_default(),
+            script,
+        };
+        assert!(
+            out.status.success() && value.is_some(),
+            "{what} did not start:\n{text}\n{}",
+            stderr(&out)
+        );
+        service
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(&self.script)
+            .arg("stop")
+            .arg(self.dir.path())
+            .status();
+    }
+}

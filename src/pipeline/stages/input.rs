@@ -149,16 +149,11 @@ fn dicomweb_inputs(run: &mut Run) -> Result<(), RunError> {
     Ok(())
 }
 
-/// DICOM subjects (see [`dicom_subjects`]); when they are named by pseudonyms and
+/// DICOM subjects (see [`dicom_subjects`]) from the series folders `folders` when given
+/// (DICOMweb input), else from the tree under `root`; when they are named by pseudonyms and
 /// `input.pseudonym_map` is set, the map from real value to pseudonym is written there, as
 /// CSV, atomically. Checking put that path outside the run folder.
-fn dicom_inputs(run: &Run, root: &Path) -> Result<Vec<SubjectInputs>, String> {
-    dicom_inputs_from(run, root, None)
-}
-
-/// As [`dicom_inputs`], from the series folders `folders` when given (DICOMweb input), else
-/// from the tree under `root`.
-fn dicom_inputs_from(
+fn dicom_inputs(
     run: &Run,
     root: &Path,
     folders: Option<&[PathBuf]>,
@@ -230,7 +225,7 @@ pub fn discover(run: &Run) -> Result<Subjects, RunError> {
                 )
                 .map_err(|e| e.to_string())
             } else {
-                dicom_inputs(run, &root)
+                dicom_inputs(run, &root, None)
             };
             found.map_err(|e| RunError::failed(Stage::Input, &root, e))?
         }
@@ -256,7 +251,7 @@ pub fn discover(run: &Run) -> Result<Subjects, RunError> {
                 .filter(|l| !l.is_empty())
                 .map(|l| cache.join(l))
                 .collect();
-            dicom_inputs_from(run, &cache, Some(&folders))
+            dicom_inputs(run, &cache, Some(&folders))
                 .map_err(|e| RunError::failed(Stage::Input, &cache, e))?
         }
     };

@@ -7,13 +7,11 @@ use std::path::PathBuf;
 use crate::dicomweb::{Stored, store_series};
 use crate::pipeline::context::Run;
 use crate::pipeline::{RunError, Stage};
+use crate::spec::DicomWebServer;
 
 /// Stores every synthesized series of `run` (the folders its `synthetic-volume` DICOM files
-/// lie in) on `output.dicomweb`.
-pub fn run(run: &Run) -> Result<Option<Stored>, RunError> {
-    let Some(server) = &run.plan.file.output.dicomweb else {
-        return Ok(None);
-    };
+/// lie in) on `server` (`output.dicomweb`).
+pub fn run(run: &Run, server: &DicomWebServer) -> Result<Stored, RunError> {
     let folders: BTreeSet<PathBuf> = run
         .provenance()
         .iter()
@@ -24,5 +22,5 @@ pub fn run(run: &Run) -> Result<Option<Stored>, RunError> {
     let stored = store_series(server, &folders)
         .map_err(|e| RunError::failed(Stage::Output, &run.dir().join("synth"), e))?;
     tracing::info!(server = %server.url, series = folders.len(), sent = stored.sent_series, already = stored.present_series, instances = stored.sent_instances, "synthesized series stored (STOW-RS)");
-    Ok(Some(stored))
+    Ok(stored)
 }
