@@ -92,13 +92,17 @@ fn crop_to_foreground_then_pad_inverts_exactly_inside_the_box() {
 fn intensity_maps_invert_exactly_up_to_float_rounding() {
     let v = phantom();
     let mask: Vec<bool> = v.data.iter().map(|&x| x > 50.0).collect();
-    for method in [
-        NormalizeMethod::Zscore,
-        NormalizeMethod::Minmax,
-        NormalizeMethod::Percentile,
+    // Every method inverts exactly; the percentile method with `tails = 0` clips beyond its
+    // window, and those voxels come back as the window's bounds.
+    for (method, tails) in [
+        (NormalizeMethod::Zscore, 0.05),
+        (NormalizeMethod::Minmax, 0.05),
+        (NormalizeMethod::Percentile, 0.05),
+        (NormalizeMethod::Percentile, 0.0),
     ] {
         let cfg = NormalizeConfig {
             method,
+            tails,
             ..NormalizeConfig::default()
         };
         let (n, applied) = Normalize::new(cfg).apply(&v, Some(&mask)).unwrap();
@@ -113,11 +117,22 @@ fn intensity_maps_invert_exactly_up_to_float_rounding() {
             panic!()
         };
         let back = applied.invert(n).unwrap();
+        let clipped = tails == 0.0;
+        assert_eq!(
+            clipped,
+            method == NormalizeMethod::Percentile
+                && low.is_some_and(|l| v.data.iter().any(|&x| (x as f64) < l)),
+            "{method:?} tails {tails}: the clip is exercised"
+        );
         for (a, b) in back.data.iter().zip(v.data.iter()) {
-            let expected = (*b as f64).clamp(
-                low.unwrap_or(f64::NEG_INFINITY),
-                high.unwrap_or(f64::INFINITY),
-            ) as f32;
+            let expected = if clipped {
+                (*b as f64).clamp(
+                    low.unwrap_or(f64::NEG_INFINITY),
+                    high.unwrap_or(f64::INFINITY),
+                ) as f32
+            } else {
+                *b
+            };
             assert!(
                 (a - expected).abs() <= 1e-4 * expected.abs().max(1.0),
                 "{method:?}: {a} vs {expected}"

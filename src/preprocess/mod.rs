@@ -30,7 +30,7 @@ pub use discover::{
     ModalitySource, SubjectInputs, dicom_subjects, dicom_subjects_in, file_digest, glob_match,
     nifti_subjects,
 };
-pub use normalize::Normalize;
+pub use normalize::{Normalize, forward as normalize_forward, inverse as normalize_inverse};
 pub use prepare::{
     FOREGROUND_FRACTION, LABEL, Prepared, SubjectRecord, foreground_mask, prepare, same_grid,
     slice_shape,

@@ -1,6 +1,12 @@
-//! Intensity normalization: percentile clip and linear map, z-score, min-max. Linear maps
-//! invert exactly (to float rounding); values clipped by the percentile method come back as
-//! the clip bounds.
+//! Intensity normalization: percentile window and linear map, z-score, min-max. Every map
+//! inverts exactly (to float rounding).
+//!
+//! The percentile method maps the foreground's `low`..`high` percentiles to the middle of the
+//! output range and keeps `tails` of the range at each end for what lies beyond: the volume's
+//! minimum up to `low` (the background, which lies below the foreground's percentiles) and
+//! `high` up to the maximum, each linearly. Clipping them instead, as `tails = 0` does, loses
+//! them: a synthesized background put back on the grid would come back as the `low`
+//! percentile, a grey box around the head.
 
 use super::{Applied, PreprocessError};
 use crate::spec::{NormalizeConfig, NormalizeMethod};
@@ -57,6 +63,7 @@ impl Normalize {
             });
         }
         let [out_lo, out_hi] = c.range;
+        let (mut below, mut above) = (None, None);
         let (scale, offset, low, high) = match c.method {
             NormalizeMethod::None => (1.0, 0.0, f64::NEG_INFINITY, f64::INFINITY),
             NormalizeMethod::Percentile | NormalizeMethod::Minmax => {
@@ -78,13 +85,21 @@ impl Normalize {
                         what: format!("the intensity range is empty ({lo} to {hi})"),
                     });
                 }
-                let scale = (out_hi - out_lo) / (hi - lo);
-                let (low, high) = if c.method == NormalizeMethod::Percentile {
-                    (lo, hi)
+                if c.method == NormalizeMethod::Percentile {
+                    // The window goes to the middle of the range, the tails to its ends.
+                    let tail = c.tails.clamp(0.0, 0.49) * (out_hi - out_lo);
+                    let (mid_lo, mid_hi) = (out_lo + tail, out_hi - tail);
+                    let scale = (mid_hi - mid_lo) / (hi - lo);
+                    if tail > 0.0 {
+                        let (min, max) = finite_range(v);
+                        below = (min < lo).then_some([min, out_lo]);
+                        above = (max > hi).then_some([max, out_hi]);
+                    }
+                    (scale, mid_lo - lo * scale, lo, hi)
                 } else {
-                    (f64::NEG_INFINITY, f64::INFINITY)
-                };
-                (scale, out_lo - lo * scale, low, high)
+                    let scale = (out_hi - out_lo) / (hi - lo);
+                    (scale, out_lo - lo * scale, f64::NEG_INFINITY, f64::INFINITY)
+                }
             }
             NormalizeMethod::Zscore => {
                 let n = values.len() as f64;
@@ -104,31 +119,160 @@ impl Normalize {
                 (1.0 / sd, -mean / sd, f64::NEG_INFINITY, f64::INFINITY)
             }
         };
+        let bound = |b: f64| b.is_finite().then_some(b);
+        let applied = Applied::Normalize {
+            scale,
+            offset,
+            low: bound(low),
+            high: bound(high),
+            below,
+            above,
+        };
         let mut out = v.clone();
         out.data
-            .mapv_inplace(|x| ((x as f64).clamp(low, high) * scale + offset) as f32);
-        let bound = |b: f64| b.is_finite().then_some(b);
-        Ok((
-            out,
-            Applied::Normalize {
-                scale,
-                offset,
-                low: bound(low),
-                high: bound(high),
-            },
-        ))
+            .mapv_inplace(|x| forward(&applied, x as f64) as f32);
+        Ok((out, applied))
     }
 }
 
-/// Undoes a normalization: x = (y - offset) / scale.
+/// The smallest and largest finite values of `v`.
+fn finite_range(v: &Volume) -> (f64, f64) {
+    v.data
+        .iter()
+        .filter(|x| x.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
+            (a.min(x as f64), b.max(x as f64))
+        })
+}
+
+/// The normalized value of the intensity `x` under a normalization record (`x` itself for any
+/// other record).
+pub fn forward(applied: &Applied, x: f64) -> f64 {
+    let Applied::Normalize {
+        scale,
+        offset,
+        low,
+        high,
+        below,
+        above,
+    } = applied
+    else {
+        return x;
+    };
+    let line = |x: f64| x * scale + offset;
+    // From the tail's end point [x0, y0] to the window's bound: clipped beyond x0.
+    let tail = |bound: f64, [x0, y0]: [f64; 2], x: f64| {
+        let t = ((x - x0) / (bound - x0)).clamp(0.0, 1.0);
+        y0 + t * (line(bound) - y0)
+    };
+    match (low, high) {
+        (Some(lo), _) if x < *lo => below.map_or(line(*lo), |b| tail(*lo, b, x)),
+        (_, Some(hi)) if x > *hi => above.map_or(line(*hi), |a| tail(*hi, a, x)),
+        _ => line(x),
+    }
+}
+
+/// The intensity of the normalized value `y`: the inverse of [`forward`] wherever it is one
+/// to one (values beyond a tail's end come back as its end; records without tails invert
+/// their window's line everywhere, as they always have).
+pub fn inverse(applied: &Applied, y: f64) -> f64 {
+    let Applied::Normalize {
+        scale,
+        offset,
+        low,
+        high,
+        below,
+        above,
+    } = applied
+    else {
+        return y;
+    };
+    let x = (y - offset) / scale;
+    let line = |x: f64| x * scale + offset;
+    // From the window's bound back to the tail's end point [x0, y0].
+    let tail = |bound: f64, [x0, y0]: [f64; 2]| {
+        let span = line(bound) - y0;
+        let t = if span == 0.0 {
+            0.0
+        } else {
+            ((y - y0) / span).clamp(0.0, 1.0)
+        };
+        x0 + t * (bound - x0)
+    };
+    match (low, high, below, above) {
+        (Some(lo), _, Some(b), _) if x < *lo => tail(*lo, *b),
+        (_, Some(hi), _, Some(a)) if x > *hi => tail(*hi, *a),
+        _ => x,
+    }
+}
+
+/// Undoes a normalization ([`inverse`] of every voxel).
 pub(super) fn invert(applied: &Applied, mut v: Volume) -> Result<Volume, PreprocessError> {
-    let Applied::Normalize { scale, offset, .. } = applied else {
+    if !matches!(applied, Applied::Normalize { .. }) {
         return Err(PreprocessError::RecordMismatch {
             step: "normalize",
             what: format!("the record is for {}", applied.name()),
         });
-    };
-    v.data
-        .mapv_inplace(|y| ((y as f64 - offset) / scale) as f32);
+    }
+    v.data.mapv_inplace(|y| inverse(applied, y as f64) as f32);
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(below: Option<[f64; 2]>, above: Option<[f64; 2]>) -> Applied {
+        // The window 100..500 onto -0.9..0.9.
+        let scale = 1.8 / 400.0;
+        Applied::Normalize {
+            scale,
+            offset: -0.9 - 100.0 * scale,
+            low: Some(100.0),
+            high: Some(500.0),
+            below,
+            above,
+        }
+    }
+
+    #[test]
+    fn the_tails_map_the_volume_range_and_invert_exactly() {
+        let r = record(Some([0.0, -1.0]), Some([900.0, 1.0]));
+        for (x, y) in [
+            (0.0, -1.0),
+            (50.0, -0.95),
+            (100.0, -0.9),
+            (300.0, 0.0),
+            (500.0, 0.9),
+            (700.0, 0.95),
+            (900.0, 1.0),
+        ] {
+            assert!(
+                (forward(&r, x) - y).abs() < 1e-12,
+                "{x} -> {}",
+                forward(&r, x)
+            );
+            assert!(
+                (inverse(&r, y) - x).abs() < 1e-9,
+                "{y} -> {}",
+                inverse(&r, y)
+            );
+        }
+        // Beyond the volume's range: its ends.
+        assert_eq!(forward(&r, -10.0), -1.0);
+        assert_eq!(inverse(&r, -1.2), 0.0);
+        assert_eq!(inverse(&r, 1.3), 900.0);
+    }
+
+    #[test]
+    fn records_without_tails_clip_and_invert_their_line() {
+        let r = record(None, None);
+        assert!((forward(&r, 0.0) + 0.9).abs() < 1e-12);
+        assert!((inverse(&r, -1.0) - 100.0 + 0.1 / (1.8 / 400.0)).abs() < 1e-9);
+        let old: Applied = serde_json::from_str(
+            r#"{"step":"normalize","scale":0.5,"offset":1.0,"low":2.0,"high":null}"#,
+        )
+        .unwrap();
+        assert_eq!(inverse(&old, 0.0), -2.0);
+    }
 }

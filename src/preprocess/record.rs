@@ -22,12 +22,19 @@ pub enum Applied {
         from: crate::volume::Geometry,
         interpolation: super::Interpolation,
     },
-    /// y = clamp(x, low, high) · scale + offset (no clamp where a bound is `None`).
+    /// y = x · scale + offset between `low` and `high` (unbounded where `None`). Below `low`,
+    /// x runs linearly from `below = [x, y]` (the volume's minimum and where it maps) to
+    /// `low`; above `high`, from `high` to `above`. Without `below`/`above` the values beyond
+    /// a bound were clipped to it (records written before the tails existed).
     Normalize {
         scale: f64,
         offset: f64,
         low: Option<f64>,
         high: Option<f64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        below: Option<[f64; 2]>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        above: Option<[f64; 2]>,
     },
 }
 

@@ -68,7 +68,7 @@ pub fn cache_key(
     sorted.sort();
     let mut h = Sha256::new();
     // Bump when the meaning of a preprocessing step changes, to invalidate old stores.
-    h.update(b"medsynth-preprocess-v2\0");
+    h.update(b"medsynth-preprocess-v3\0");
     h.update(serde_json::to_vec(config).unwrap_or_default());
     h.update(seed.to_le_bytes());
     for (subject, modality, sha) in sorted {

@@ -634,6 +634,7 @@ fn check_preprocess(file: &PipelineFile, declared: &[String], out: &mut Findings
     if n.method == NormalizeMethod::Percentile {
         out.range("preprocess.normalize.low", n.low, 0.0, 100.0, false);
         out.range("preprocess.normalize.high", n.high, 0.0, 100.0, false);
+        out.range("preprocess.normalize.tails", n.tails, 0.0, 0.5, true);
         if n.low >= n.high {
             out.add(
                 "preprocess.normalize.high",

@@ -113,6 +113,13 @@ pub struct NormalizeConfig {
     /// Output range `[min, max]` for `percentile` and `minmax`. Default `[-1.0, 1.0]`.
     #[serde(default = "default_range")]
     pub range: [f64; 2],
+    /// For `percentile`: the fraction of the output range (at each end) that holds the values
+    /// below `low` and above `high`, mapped linearly from the volume's minimum and maximum, so
+    /// the background and the brightest voxels come back as they were when a volume is put
+    /// back on its grid. `0` clips them to the bounds instead (they then come back as the
+    /// percentile values: a grey background). In [0, 0.5). Default 0.05.
+    #[serde(default = "default_tails")]
+    pub tails: f64,
 }
 
 impl Default for NormalizeConfig {
@@ -122,8 +129,13 @@ impl Default for NormalizeConfig {
             low: default_low(),
             high: default_high(),
             range: default_range(),
+            tails: default_tails(),
         }
     }
+}
+
+fn default_tails() -> f64 {
+    0.05
 }
 
 fn default_low() -> f64 {

@@ -62,21 +62,8 @@ pub fn background(record: &Record) -> f32 {
     record
         .0
         .iter()
-        .find_map(|a| match a {
-            Applied::Normalize {
-                scale,
-                offset,
-                low,
-                high,
-            } => {
-                let x = 0f64
-                    .max(low.unwrap_or(f64::MIN))
-                    .min(high.unwrap_or(f64::MAX));
-                Some((x * scale + offset) as f32)
-            }
-            _ => None,
-        })
-        .unwrap_or(0.0)
+        .find(|a| matches!(a, Applied::Normalize { .. }))
+        .map_or(0.0, |a| crate::preprocess::normalize_forward(a, 0.0) as f32)
 }
 
 /// Puts channel `channel` of one subject's slices (`data` `[N, C, H, W]`, described by `rows`,
