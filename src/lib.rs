@@ -9,6 +9,7 @@ pub mod bids;
 pub mod dataset;
 pub mod device;
 pub mod dicomweb;
+pub mod fingerprint;
 pub mod metrics;
 pub mod models;
 pub mod phantom;

@@ -7,8 +7,9 @@
 //!   one), so preprocessing runs once.
 //! - Combinations that differ only in settings applied after training (`synthesize.*`,
 //!   `evaluate.*` except `evaluate.segmentation`, `output.*`) train once: the later ones start
-//!   from copies of the first one's checkpoints, which the trainers resume only when the seed
-//!   and every training setting match (and otherwise refuse, naming what differs).
+//!   from copies of the first one's checkpoints, which the trainers resume only when the seed,
+//!   the data and every training setting match (and otherwise train again, naming what
+//!   differs).
 //! - The comparison report (`runs/{name}/sweep/report.md` and `.html`) has every metric per
 //!   setting, and each setting's scores paired by subject (Wilcoxon signed-rank) against the
 //!   first setting's and against every setting differing from it in one key.

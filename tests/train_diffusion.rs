@@ -100,20 +100,45 @@ fn a_resumed_run_gives_the_same_next_losses_as_an_uninterrupted_one() {
     for (x, y) in a.iter().zip(&b) {
         assert!((x - y).abs() <= 1e-6 * x.abs().max(1.0), "{a:?}\n{b:?}");
     }
-    // Other settings refuse to resume, naming what changed; more epochs continue.
-    let mut changed = trainer(&set, split.path(), 4, 3);
-    changed.train.lr = Some(5e-4);
-    let err = changed.run(&set, None, &device).unwrap_err().to_string();
-    assert!(
-        err.contains("other settings (train.lr)") && err.contains("step-00000006"),
-        "{err}"
-    );
     // The log on disk has every step once.
     let on_disk = medsynth::train::read_log(&split.path().join("train_log.parquet")).unwrap();
     assert_eq!(
         on_disk.iter().map(|r| r.step).collect::<Vec<_>>(),
         (1..=6).collect::<Vec<_>>()
     );
+    // Another setting, or other data, is never mixed with the checkpoint: training starts
+    // again from step 0, exactly as in a fresh folder, replacing the checkpoints and the log.
+    let with_lr = |dir: &std::path::Path, set: &SliceSet| {
+        let mut t = trainer(set, dir, 1, 3);
+        t.train.lr = Some(5e-4);
+        t.run(set, None, &device).unwrap()
+    };
+    let again = with_lr(split.path(), &set);
+    let fresh_dir = tempfile::tempdir().unwrap();
+    let fresh = with_lr(fresh_dir.path(), &set);
+    assert_eq!(again.log.len(), 2, "trained from step 0");
+    for (a, b) in again.log.iter().zip(&fresh.log) {
+        assert!((a.loss - b.loss).abs() <= 1e-6 * a.loss.abs().max(1.0));
+    }
+    let steps = |dir: &std::path::Path| {
+        medsynth::train::read_log(&dir.join("train_log.parquet"))
+            .unwrap()
+            .iter()
+            .map(|r| r.step)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(steps(split.path()), [1, 2]);
+    // Other slices with the same settings: the checkpoint is not reused either.
+    let other = common::t1_t2_slices(9);
+    let mut t = trainer(&other, split.path(), 1, 3);
+    t.train.lr = Some(5e-4);
+    let retrained = t.run(&other, None, &device).unwrap();
+    assert_eq!(
+        retrained.log.len(),
+        3,
+        "trained from step 0 on the new data"
+    );
+    assert_eq!(steps(split.path()), [1, 2, 3]);
 }
 
 #[test]

@@ -81,6 +81,39 @@ impl SliceSet {
         }
     }
 
+    /// SHA-256 (hex) of what the set holds, for fingerprints of work that consumes it: the
+    /// channels and every row (subject, position, source digests, preprocessing record), and
+    /// the slices themselves: their values when in memory, else the name of the
+    /// content-addressed store folder they are read from (its key hashes the inputs and the
+    /// preprocessing settings), so a copied run folder keeps its digest.
+    pub fn digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(self.channels.join(",").as_bytes());
+        for r in &self.rows {
+            h.update(serde_json::to_vec(r).unwrap_or_default());
+        }
+        match &self.slices {
+            Slices::Memory(data) => {
+                for v in data.iter() {
+                    h.update(v.to_le_bytes());
+                }
+            }
+            Slices::Files { at, .. } => {
+                let stores: std::collections::BTreeSet<String> = at
+                    .iter()
+                    .filter_map(|(p, _)| p.parent()?.file_name())
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .collect();
+                for name in stores {
+                    h.update(name.as_bytes());
+                    h.update(b",");
+                }
+            }
+        }
+        crate::volume::hex(&h.finalize())
+    }
+
     /// The slices of `split` (every split when `None`) of the store at `dir`.
     pub fn load(dir: &Path, split: Option<&str>) -> Result<Self, StoreError> {
         let what = format!("split {}", split.unwrap_or("(any)"));

@@ -10,7 +10,7 @@ pub use loader::{Batch, Loader, SliceSet, augment};
 pub use manifest::{
     ManifestRow, read_manifest, read_parquet, text_column, write_manifest, write_parquet,
 };
-pub use safetensors::{read_shard, shard_layout, shard_shape, write_shard};
+pub use safetensors::{read_shard, shard_layout, shard_metadata, shard_shape, write_shard};
 
 use std::path::PathBuf;
 

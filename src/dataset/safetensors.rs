@@ -66,6 +66,8 @@ struct Header {
     shape: [usize; 4],
     channels: Vec<String>,
     data_start: usize,
+    /// `__metadata__`, string values only (the format's rule).
+    metadata: BTreeMap<String, String>,
 }
 
 /// Parses the header at the start of `bytes` (at least its first `8 + header length` bytes).
@@ -107,10 +109,19 @@ fn parse_header(path: &Path, bytes: &[u8]) -> Result<Header, StoreError> {
         .split(',')
         .map(str::to_owned)
         .collect();
+    let metadata = header["__metadata__"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default();
     Ok(Header {
         shape: [n, c, h, w],
         channels,
         data_start: 8 + len,
+        metadata,
     })
 }
 
@@ -135,6 +146,17 @@ pub fn shard_shape(path: &Path) -> Result<([usize; 4], Vec<String>), StoreError>
 
 /// A shard's shape, channel names and the byte offset of its first slice, from its header.
 pub fn shard_layout(path: &Path) -> Result<([usize; 4], Vec<String>, u64), StoreError> {
+    read_header(path).map(|h| (h.shape, h.channels, h.data_start as u64))
+}
+
+/// A shard's metadata (the header's `__metadata__`, `channels` among it), reading only its
+/// header.
+pub fn shard_metadata(path: &Path) -> Result<BTreeMap<String, String>, StoreError> {
+    read_header(path).map(|h| h.metadata)
+}
+
+/// Reads and checks a shard's header (and its size, so the data is known to be all there).
+fn read_header(path: &Path) -> Result<Header, StoreError> {
     use std::io::Read;
     let io = |e: std::io::Error| StoreError::Write {
         path: path.to_owned(),
@@ -154,7 +176,7 @@ pub fn shard_layout(path: &Path) -> Result<([usize; 4], Vec<String>, u64), Store
     file.read_exact(&mut bytes[8..]).map_err(io)?;
     let header = parse_header(path, &bytes)?;
     check_data(path, &header, size.saturating_sub(header.data_start))?;
-    Ok((header.shape, header.channels, header.data_start as u64))
+    Ok(header)
 }
 
 /// Reads a shard written by [`write_shard`]: the tensor and its channel names.

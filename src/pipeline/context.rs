@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use super::handoff::{Action, Work};
 use super::{Plan, RunError, Stage};
 use crate::provenance::{self, ProvenanceRow};
 use crate::volume::hex;
@@ -21,6 +22,8 @@ pub struct Run {
     /// Where this process writes: the run folder, or a shard's folder inside it.
     out: PathBuf,
     provenance: Vec<ProvenanceRow>,
+    /// What each stage did or reused, in order.
+    work: Vec<Work>,
 }
 
 /// The current time as RFC 3339 UTC, to the second.
@@ -67,6 +70,7 @@ impl Run {
             config_hash,
             out,
             provenance: Vec::new(),
+            work: Vec::new(),
         }
     }
 
@@ -177,6 +181,32 @@ impl Run {
         provenance::write(&path, &self.provenance)
             .map_err(|e| RunError::failed(Stage::Output, &path, e))?;
         Ok(path)
+    }
+
+    /// Notes what `stage` did with the piece `what`, and says so in the log: reused work in
+    /// one line, work done again with what changed.
+    pub fn did(&mut self, stage: Stage, what: &str, action: Action) {
+        match &action {
+            Action::Reused => tracing::info!(
+                %stage,
+                "{what}: reused (made earlier from the same settings and inputs)"
+            ),
+            Action::RanAgain(why) => tracing::warn!(
+                %stage,
+                "{what}: {why} since it was made; made again, replacing the earlier one"
+            ),
+            Action::Ran => tracing::debug!(%stage, "{what}: made"),
+        }
+        self.work.push(Work {
+            stage,
+            what: what.to_owned(),
+            action,
+        });
+    }
+
+    /// What the stages did or reused so far.
+    pub fn work(&self) -> &[Work] {
+        &self.work
     }
 
     /// The rows so far.

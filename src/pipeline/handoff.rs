@@ -92,6 +92,40 @@ pub struct Synthesized {
     /// `synth/slices/variant-K/` per variant.
     pub variants: Vec<PathBuf>,
     pub slices: usize,
+    /// Per variant, the digest of what made its subjects' slices (their fingerprints), so
+    /// later stages know when synthesis changed; empty where unknown (a merged run).
+    pub digests: Vec<String>,
+}
+
+/// What a stage did with one piece of its work, for the log and the run's summary.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Work {
+    pub stage: Stage,
+    /// The piece: `slice store`, `model`, `variant-0`, `metrics`.
+    pub what: String,
+    pub action: Action,
+}
+
+/// Whether work was done or reused.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Made earlier from exactly the same settings and inputs, and kept.
+    Reused,
+    /// Done for the first time in this run folder.
+    Ran,
+    /// Done again, replacing what an earlier run made: what changed.
+    RanAgain(String),
+}
+
+impl Action {
+    /// `reused`, `ran` or `ran again`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Reused => "reused",
+            Action::Ran => "ran",
+            Action::RanAgain(_) => "ran again",
+        }
+    }
 }
 
 /// One score.

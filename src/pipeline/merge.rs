@@ -224,6 +224,7 @@ fn synthetic_manifests(run: &mut Run, count: usize) -> Result<Synthesized, RunEr
     Ok(Synthesized {
         variants: dirs,
         slices,
+        digests: Vec::new(),
     })
 }
 

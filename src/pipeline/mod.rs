@@ -20,7 +20,8 @@ use std::path::{Path, PathBuf};
 
 pub use context::{Run, now_rfc3339, sha256_file};
 pub use handoff::{
-    Evaluation, MetricRow, NnunetExport, Skip, Store, Subjects, Synthesized, counts, metric_name,
+    Action, Evaluation, MetricRow, NnunetExport, Skip, Store, Subjects, Synthesized, Work, counts,
+    metric_name,
 };
 pub use merge::merge;
 pub use model::{clip_range, device, diffusion_trainer, generator};
@@ -206,6 +207,8 @@ pub struct Outcome {
     pub provenance: PathBuf,
     /// What to run next, for the parts of a sharded run.
     pub next: Option<String>,
+    /// What each stage did or reused, and why it ran again.
+    pub work: Vec<Work>,
 }
 
 impl Outcome {
@@ -261,6 +264,13 @@ impl Outcome {
             "report": self.report.as_deref().map(path),
             "provenance": path(&self.provenance),
             "next": self.next,
+            "work": self.work.iter().map(|w| {
+                let why = match &w.action {
+                    Action::RanAgain(why) => Some(why.as_str()),
+                    _ => None,
+                };
+                json!({"stage": w.stage.to_string(), "what": w.what, "action": w.action.name(), "why": why})
+            }).collect::<Vec<_>>(),
         })
     }
 }
@@ -342,6 +352,15 @@ impl fmt::Display for Outcome {
         }
         if let Some(r) = &self.report {
             writeln!(f, "report       {}", r.display())?;
+        }
+        for w in &self.work {
+            match &w.action {
+                Action::RanAgain(why) => {
+                    writeln!(f, "ran again    [{}] {}: {why}", w.stage, w.what)?
+                }
+                Action::Reused => writeln!(f, "reused       [{}] {}", w.stage, w.what)?,
+                Action::Ran => {}
+            }
         }
         write!(f, "provenance   {}", self.provenance.display())?;
         if let Some(next) = &self.next {
@@ -498,6 +517,7 @@ fn outputs(mut run: Run, p: Produced) -> Result<Outcome, RunError> {
         report,
         provenance,
         next: None,
+        work: run.work().to_vec(),
     })
 }
 
@@ -538,6 +558,7 @@ fn sharded(plan: Plan, root: &Path, shard: Shard, part: Part) -> Result<Outcome,
         report: None,
         provenance: run.dir().join("provenance.parquet"),
         next: None,
+        work: run.work().to_vec(),
     };
     if part == Part::Prepare || !wants_model {
         outcome.next = Some(if wants_model {
@@ -618,6 +639,7 @@ fn sharded(plan: Plan, root: &Path, shard: Shard, part: Part) -> Result<Outcome,
     )?;
     outcome.provenance = run.save_provenance()?;
     outcome.checkpoint = Some(checkpoint);
+    outcome.work = run.work().to_vec();
     outcome.synthesized = synthesized;
     outcome.evaluation = evaluation;
     outcome.next = Some(format!(
@@ -662,5 +684,6 @@ fn train_job(plan: Plan, root: &Path, shards: usize) -> Result<Outcome, RunError
         next: Some(format!(
             "then every shard: medsynth run {source} --shard K/{shards} --stage apply"
         )),
+        work: run.work().to_vec(),
     })
 }

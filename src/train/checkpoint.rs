@@ -73,6 +73,18 @@ impl Checkpoints {
         Ok(target)
     }
 
+    /// Removes every checkpoint, complete or partial, so training starts over.
+    pub fn clear(&self) -> Result<(), TrainError> {
+        for entry in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if path.is_dir() && (name.starts_with("step-") || name.starts_with(".step-")) {
+                std::fs::remove_dir_all(&path).map_err(|e| io(&path, e))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Complete checkpoint folders, oldest first.
     pub fn list(&self) -> Vec<PathBuf> {
         let mut out: Vec<PathBuf> = std::fs::read_dir(&self.dir)

@@ -25,8 +25,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::{
-    CheckpointState, Checkpoints, Ema, LogRow, TrainError, check_resume, load_optimizer, load_part,
-    optimizer, progress_bar, resumable, save_optimizer, save_part, stream, warmup_lr, write_log,
+    CheckpointState, Checkpoints, Ema, LogRow, TrainError, load_optimizer, load_part, optimizer,
+    progress_bar, resumable, resume_point, save_optimizer, save_part, stream, warmup_lr, write_log,
 };
 use crate::dataset::{Loader, SliceSet};
 use crate::models::diffusion::{NoiseSchedule, gaussian};
@@ -289,6 +289,20 @@ impl DiffusionTrainer {
         (out - target).powf_scalar(2.0).mean()
     }
 
+    /// The noise schedule as checkpoints record it: the digest of its betas and what the
+    /// network predicts.
+    fn schedule_fingerprint(&self) -> serde_json::Value {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for b in &self.schedule.betas {
+            h.update(b.to_le_bytes());
+        }
+        serde_json::json!({
+            "betas_sha256": crate::volume::hex(&h.finalize()),
+            "prediction": self.schedule.prediction,
+        })
+    }
+
     /// Mean loss over a set (no dropout, no gradients), with draws from a fixed stream.
     pub fn evaluate(&self, net: &Unet, set: &SliceSet, device: &Device) -> Result<f64, TrainError> {
         let loader = Loader::in_order(set, self.train.batch_size as usize);
@@ -338,10 +352,15 @@ impl DiffusionTrainer {
             "unet": self.spec,
             "label_classes": self.conditioning.label.map(|(_, k)| k),
             "conditioning": self.conditioning.fingerprint(),
+            "schedule": self.schedule_fingerprint(),
+            "data": usable.digest(),
             "train": resumable(&self.train, ModelKind::Diffusion),
         });
-        if let Some((dir, state)) = self.checkpoints.latest()? {
-            check_resume(&dir, &state, self.seed, &extra)?;
+        let resumed = resume_point(&self.checkpoints, &self.log, self.seed, &extra)?;
+        if resumed.is_none() {
+            log.clear();
+        }
+        if let Some((dir, state)) = resumed {
             net = load_part(net, &dir, "model.bpk")?;
             ema.model = load_part(ema.model.clone(), &dir, "ema.bpk")?;
             optim = load_optimizer(optim, &dir, "optimizer.bpk")?;

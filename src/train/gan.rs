@@ -31,8 +31,8 @@ use rand_chacha::ChaCha8Rng;
 use super::diffusion::Conditioning;
 use super::gan_loss::{discriminator_hinge, generator_hinge, l1};
 use super::{
-    CheckpointState, Checkpoints, Ema, LogRow, TrainError, check_resume, load_optimizer, load_part,
-    optimizer, progress_bar, resumable, save_optimizer, save_part, stream, warmup_lr, write_log,
+    CheckpointState, Checkpoints, Ema, LogRow, TrainError, load_optimizer, load_part, optimizer,
+    progress_bar, resumable, resume_point, save_optimizer, save_part, stream, warmup_lr, write_log,
 };
 use crate::dataset::{Batch, Loader, ManifestRow, SliceSet};
 use crate::models::diffusion::gaussian;
@@ -282,11 +282,15 @@ impl GanTrainer {
             "gan": self.spec(),
             "label_classes": conditioning.label.map(|(_, k)| k),
             "conditioning": conditioning.fingerprint(),
+            "data": usable.digest(),
             "gan_config": self.gan,
             "train": resumable(&self.train, ModelKind::Sagan),
         });
-        if let Some((dir, state)) = self.checkpoints.latest()? {
-            check_resume(&dir, &state, self.seed, &extra)?;
+        let resumed = resume_point(&self.checkpoints, &self.log, self.seed, &extra)?;
+        if resumed.is_none() {
+            log.clear();
+        }
+        if let Some((dir, state)) = resumed {
             g = load_part(g, &dir, "model.bpk")?;
             ema.model = load_part(ema.model.clone(), &dir, "ema.bpk")?;
             d = load_part(d, &dir, "discriminator.bpk")?;

@@ -23,6 +23,7 @@ use burn::module::Module;
 use burn::optim::{AdamConfig, AdamWConfig, ModuleOptimizer, OptimizerRecord};
 use burn::store::ModuleRecord;
 
+use crate::fingerprint::{Keys, changes, describe};
 use crate::progress::Progress;
 use crate::spec::{ModelKind, OptimizerKind, TrainSection};
 
@@ -133,56 +134,43 @@ pub(crate) fn resumable(train: &TrainSection, kind: ModelKind) -> serde_json::Va
     v
 }
 
-/// Dotted paths where `current` differs from `saved` (keys `saved` lacks are not compared,
-/// so checkpoints written before a setting was recorded still resume).
-fn differences(
-    prefix: &str,
-    saved: &serde_json::Value,
-    current: &serde_json::Value,
-) -> Vec<String> {
-    match (saved, current) {
-        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => b
-            .iter()
-            .filter_map(|(k, v)| a.get(k).map(|old| (k, old, v)))
-            .flat_map(|(k, old, v)| {
-                let path = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                differences(&path, old, v)
-            })
-            .collect(),
-        (a, b) if a != b => vec![prefix.to_owned()],
-        _ => Vec::new(),
-    }
-}
-
-/// Refuses to resume from the checkpoint `dir` when it was written with another seed or other
-/// settings (`extra` as the trainer records it), naming what changed.
-pub(crate) fn check_resume(
-    dir: &Path,
-    state: &CheckpointState,
+/// Where training resumes: the newest checkpoint, when it was trained with this seed and these
+/// settings (`extra` as the trainer records it, the digest of its training data among them;
+/// settings a checkpoint does not record are not compared, so older checkpoints still resume).
+///
+/// A checkpoint trained otherwise is never mixed with this run: a log line names what
+/// changed, the old checkpoints and the loss log `log` are removed, and training starts again
+/// from step 0 (`None`).
+pub(crate) fn resume_point(
+    checkpoints: &Checkpoints,
+    log: &Path,
     seed: u64,
     extra: &serde_json::Value,
-) -> Result<(), TrainError> {
+) -> Result<Option<(PathBuf, CheckpointState)>, TrainError> {
+    let Some((dir, state)) = checkpoints.latest()? else {
+        return Ok(None);
+    };
+    let mut changed = Vec::new();
     if state.seed != seed {
-        return Err(TrainError::Setup(format!(
-            "{}: checkpoint of seed {}, this run has seed {seed}; use another run folder",
-            dir.display(),
-            state.seed,
-        )));
+        changed.push("pipeline.seed".to_owned());
     }
-    let changed = differences("", &state.extra, extra);
+    changed.extend(changes(&state.extra, extra, Keys::Recorded));
     if changed.is_empty() {
-        return Ok(());
+        return Ok(Some((dir, state)));
     }
-    Err(TrainError::Setup(format!(
-        "{}: this checkpoint was trained with other settings ({}); resuming would mix them. \
-         Restore the settings, or move the run's checkpoints/ folder away to train from scratch",
-        dir.display(),
-        changed.join(", ")
-    )))
+    tracing::warn!(
+        checkpoint = %dir.display(),
+        "{}: training again from step 0 (the checkpoints trained before are replaced)",
+        describe(&changed)
+    );
+    checkpoints.clear()?;
+    if log.exists() {
+        std::fs::remove_file(log).map_err(|e| TrainError::Io {
+            path: log.to_owned(),
+            what: e.to_string(),
+        })?;
+    }
+    Ok(None)
 }
 
 /// Training progress (hidden when `show` is false).

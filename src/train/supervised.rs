@@ -21,8 +21,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::{
-    CheckpointState, Checkpoints, Ema, LogRow, TrainError, check_resume, load_optimizer, load_part,
-    optimizer, progress_bar, save_optimizer, save_part, stream, warmup_lr, write_log,
+    CheckpointState, Checkpoints, Ema, LogRow, TrainError, load_optimizer, load_part, optimizer,
+    progress_bar, resume_point, save_optimizer, save_part, stream, warmup_lr, write_log,
 };
 use crate::dataset::{Loader, ManifestRow, SliceSet};
 use crate::models::{Unet, UnetSpec, seeded};
@@ -190,11 +190,15 @@ impl SupervisedTrainer<'_> {
             "unet": self.spec,
             "objective": self.objective,
             "examples": self.examples.fingerprint(),
+            "data": usable.digest(),
             "train": super::resumable(&self.train, kind),
         });
         let (mut step, mut last) = (0u64, None);
-        if let Some((dir, state)) = self.checkpoints.latest()? {
-            check_resume(&dir, &state, self.seed, &extra)?;
+        let resumed = resume_point(&self.checkpoints, &self.log, self.seed, &extra)?;
+        if resumed.is_none() {
+            log.clear();
+        }
+        if let Some((dir, state)) = resumed {
             net = load_part(net, &dir, "model.bpk")?;
             ema.model = load_part(ema.model.clone(), &dir, "ema.bpk")?;
             optim = load_optimizer(optim, &dir, "optimizer.bpk")?;

@@ -132,6 +132,11 @@ fn tensor_bytes(bytes: &[u8]) -> &[u8] {
 /// them (burn gives every parameter a random id, which is saved with the weights); and the
 /// report's text, which prints those digests (its pictures are compared).
 pub fn assert_same_run(a: &Path, b: &Path) {
+    assert_same_run_but(a, b, &[]);
+}
+
+/// [`assert_same_run`], with the table columns `columns` left out too.
+pub fn assert_same_run_but(a: &Path, b: &Path, columns: &[&str]) {
     let (fa, fb) = (files(a), files(b));
     let (ka, kb): (BTreeSet<&PathBuf>, BTreeSet<&PathBuf>) =
         (fa.keys().collect(), fb.keys().collect());
@@ -153,7 +158,8 @@ pub fn assert_same_run(a: &Path, b: &Path) {
             continue;
         }
         if name.ends_with(".parquet") {
-            let skip = ["started", "finished", "steps_per_s", "checkpoint_sha256"];
+            let mut skip = vec!["started", "finished", "steps_per_s", "checkpoint_sha256"];
+            skip.extend_from_slice(columns);
             let free = ["checkpoint", "synthetic-slices", "train-log", "report"];
             let root = |run: &Path| run.parent().and_then(Path::parent).unwrap().to_owned();
             let (ta, tb) = (
@@ -205,4 +211,62 @@ pub fn assert_same_run(a: &Path, b: &Path) {
         compared += 1;
     }
     assert!(compared > 10, "only {compared} files compared");
+}
+
+/// Mean intensity of the real and the synthesized `target` (variant 0) over the voxels of a
+/// phantom run's subject that lie inside the crop box (where synthesized slices come back on
+/// the original grid) but outside the head (T1 below 0.2 of its 99th percentile), per
+/// synthesized subject: `(subject, real, synthesized, voxels)`. A grey box around the head
+/// shows as a synthesized mean far above the real one.
+pub fn background_levels(run_dir: &Path, target: &str) -> Vec<(String, f64, f64, usize)> {
+    use medsynth::dataset::SliceSet;
+    let set = SliceSet::load(&run_dir.join("synth/slices/variant-0"), None).unwrap();
+    let subjects: BTreeSet<String> = set.rows.iter().map(|r| r.subject.clone()).collect();
+    let mut out = Vec::new();
+    for subject in subjects {
+        let picked: Vec<usize> = (0..set.len())
+            .filter(|&i| set.rows[i].subject == subject)
+            .collect();
+        let rows: Vec<&medsynth::dataset::ManifestRow> =
+            picked.iter().map(|&i| &set.rows[i]).collect();
+        let ones = ndarray::Array4::from_elem((rows.len(), 1, set.dim().2, set.dim().3), 1.0f32);
+        let (kept, _) =
+            medsynth::synth::volumes::to_original_grid(&ones, &rows, 0, "kept").unwrap();
+        let read = |path: PathBuf| medsynth::volume::nifti::read(&path).unwrap();
+        let real = read(
+            run_dir
+                .join("phantom")
+                .join(&subject)
+                .join(format!("{target}.nii.gz")),
+        );
+        let t1 = read(run_dir.join("phantom").join(&subject).join("t1.nii.gz"));
+        let fake = read(
+            run_dir
+                .join("synth/variant-0")
+                .join(&subject)
+                .join(format!("{target}.nii.gz")),
+        );
+        let p99 = {
+            let mut v: Vec<f32> = t1.data.iter().copied().collect();
+            let k = (0.99 * (v.len() - 1) as f64) as usize;
+            *v.select_nth_unstable_by(k, f32::total_cmp).1
+        };
+        let (mut r, mut f, mut n) = (0.0f64, 0.0f64, 0usize);
+        for (((k, t), x), y) in kept
+            .data
+            .iter()
+            .zip(t1.data.iter())
+            .zip(real.data.iter())
+            .zip(fake.data.iter())
+        {
+            if *k > 0.5 && *t <= 0.2 * p99 {
+                r += *x as f64;
+                f += *y as f64;
+                n += 1;
+            }
+        }
+        let n_f = n.max(1) as f64;
+        out.push((subject, r / n_f, f / n_f, n));
+    }
+    out
 }

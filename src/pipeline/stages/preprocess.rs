@@ -11,7 +11,7 @@ use rayon::prelude::*;
 
 use crate::dataset::{ManifestRow, write_manifest, write_shard};
 use crate::pipeline::context::{Run, now_rfc3339, sha256_file};
-use crate::pipeline::handoff::{Skip, Subjects};
+use crate::pipeline::handoff::{Action, Skip, Subjects};
 use crate::pipeline::handoff::{Store, subjects_of};
 use crate::pipeline::shard;
 use crate::pipeline::{RunError, Stage};
@@ -621,6 +621,15 @@ pub fn run(run: &mut Run, subjects: &Subjects, skipped: &mut Vec<Skip>) -> Resul
             .map_err(|e| RunError::failed(Stage::Preprocess, &manifest, e))?,
     }
 
+    run.did(
+        Stage::Preprocess,
+        "slice store",
+        if worked == 0 {
+            Action::Reused
+        } else {
+            Action::Ran
+        },
+    );
     record_written(run, &rows, written, &started)?;
     let only = run
         .shard()

@@ -4,8 +4,14 @@
 //! Each variant is written as a slice store of its own, `synth/slices/variant-K/` (one
 //! safetensors shard per subject, channels = the targets, and a `manifest.parquet` whose rows
 //! carry the source slices' positions and preprocessing records), so what reads the real
-//! store reads the synthetic one. A subject whose shard is already there is not sampled again:
-//! an interrupted run resumes.
+//! store reads the synthetic one.
+//!
+//! Each shard's header holds the [`Stamp`] of what made it: the checkpoint's digest, the
+//! model, sampler and guidance settings, the seed, the variant, the slice store's key and the
+//! digest of the subject's slices. A re-run reuses a subject's shard only when that stamp
+//! equals what it would be sampled from now (an interrupted run resumes); anything else is
+//! sampled again and replaced, with a log line naming what changed. The provenance of every
+//! file made from a shard comes from its stamp, never from the current file's settings.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,8 +20,11 @@ use std::time::Instant;
 use ndarray::{Array4, Axis};
 use sha2::Digest;
 
-use crate::dataset::{ManifestRow, SliceSet, read_shard, shard_shape, write_manifest, write_shard};
-use crate::pipeline::handoff::{Subjects, Synthesized, attention_maps, report_positions};
+use crate::dataset::{
+    ManifestRow, SliceSet, read_shard, shard_metadata, shard_shape, write_manifest, write_shard,
+};
+use crate::fingerprint::{Fingerprint, Stamp, Verdict};
+use crate::pipeline::handoff::{Action, Subjects, Synthesized, attention_maps, report_positions};
 use crate::pipeline::model::generator;
 use crate::pipeline::write::{files_of, write_formats};
 use crate::pipeline::{Run, RunError, Stage, Store, now_rfc3339, sha256_file};
@@ -60,6 +69,7 @@ pub fn run(
     let checkpoint_sha = sha256_file(&checkpoint.join("ema.bpk")).unwrap_or_default();
     let targets = generator.targets();
     let batch_size = section.batch_size.max(1) as usize;
+    let settings = settings(&file, &checkpoint_sha, &store.key, &targets);
 
     // Rows of each subject, in store order.
     let mut by_subject: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
@@ -82,6 +92,7 @@ pub fn run(
     let clock = Instant::now();
     let mut sampled = 0usize;
     let mut variants = Vec::new();
+    let mut digests = Vec::new();
     let mut done = 0usize;
     for v in 0..variants_n {
         let dir = run
@@ -106,11 +117,15 @@ pub fn run(
             variant: v,
             store: &store.dir,
             checkpoint,
+            settings: &settings,
         };
-        sampled += writer.sample(run, &subjects, batch_size, &bar, (&mut done, total))?;
+        let (n, digest) = writer.sample(run, &subjects, batch_size, &bar, (&mut done, total))?;
+        sampled += n;
+        digests.push(digest);
         variants.push(dir);
     }
     bar.finish();
+    remove_variants_from(run.dir(), variants_n)?;
     let seconds = clock.elapsed().as_secs_f64();
     let volumes = sampled as f64 / set.len().max(1) as f64 * subjects.len() as f64;
     tracing::info!(
@@ -123,7 +138,60 @@ pub fn run(
     Ok(Synthesized {
         variants,
         slices: set.len(),
+        digests,
     })
+}
+
+/// What every subject-variant's slices are made from, besides the variant and the subject's
+/// own slices: the checkpoint's weights, the model and sampling settings (all of
+/// `[synthesize]` but the batch size, the variant count and the split, which decide how and
+/// which subject-variants are sampled, not what each one is), the seed, the targets and the
+/// slice store's key (a hash of the inputs and preprocessing settings). The device is left
+/// out, as training leaves it out.
+fn settings(
+    file: &PipelineFile,
+    checkpoint_sha: &str,
+    store_key: &str,
+    targets: &[String],
+) -> serde_json::Value {
+    let mut model = serde_json::to_value(&file.model).unwrap_or_default();
+    if let Some(m) = model.as_object_mut() {
+        m.remove("checkpoint");
+    }
+    let mut synthesize = serde_json::to_value(&file.synthesize).unwrap_or_default();
+    if let Some(s) = synthesize.as_object_mut() {
+        for key in ["batch_size", "variants", "split"] {
+            s.remove(key);
+        }
+    }
+    serde_json::json!({
+        "checkpoint_sha256": checkpoint_sha,
+        "model": model,
+        "synthesize": synthesize,
+        "seed": file.pipeline.seed,
+        "store": store_key,
+        "targets": targets,
+    })
+}
+
+/// Removes the variants an earlier run made beyond the `count` this one makes, slices and
+/// volumes, so the run folder holds what this file asks for.
+fn remove_variants_from(dir: &Path, count: u32) -> Result<(), RunError> {
+    for parent in [dir.join("synth").join("slices"), dir.join("synth")] {
+        for entry in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let extra = name
+                .strip_prefix("variant-")
+                .and_then(|k| k.parse::<u32>().ok())
+                .is_some_and(|k| k >= count);
+            if extra {
+                let path = entry.path();
+                tracing::info!(folder = %path.display(), "removing a variant this file no longer asks for");
+                std::fs::remove_dir_all(&path).map_err(|e| failed(&path, e))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Each DICOM subject's source study and frame of reference, so its synthetic series file
@@ -206,12 +274,15 @@ struct VariantWriter<'a> {
     /// The slice store and the checkpoint, for messages.
     store: &'a Path,
     checkpoint: &'a Path,
+    /// What every subject-variant is made from ([`settings`]).
+    settings: &'a serde_json::Value,
 }
 
 impl VariantWriter<'_> {
-    /// Samples every subject not already complete, batches filled across subjects, and
-    /// writes each subject as soon as its last slice is in; then the variant's manifest.
-    /// Returns how many slices it sampled; `done` counts finished subject-variants of `total`.
+    /// Samples every subject whose shard is not already made from the same fingerprint,
+    /// batches filled across subjects, and writes each subject as soon as its last slice is
+    /// in; then the variant's manifest. Returns how many slices it sampled and the digest of
+    /// its subjects' fingerprints; `done` counts finished subject-variants of `total`.
     fn sample(
         &self,
         run: &mut Run,
@@ -219,14 +290,33 @@ impl VariantWriter<'_> {
         batch_size: usize,
         bar: &Progress,
         (done, total): (&mut usize, usize),
-    ) -> Result<usize, RunError> {
+    ) -> Result<(usize, String), RunError> {
         let mut sampled = 0usize;
         let mut manifest = Vec::new();
-        // Subjects whose shard is already complete are read back, not sampled again.
-        let resumed: Vec<bool> = subjects
+        let fingerprints: Vec<Fingerprint> = subjects
             .iter()
-            .map(|(subject, rows)| self.complete(subject, rows.len()))
+            .map(|(subject, rows)| self.fingerprint(subject, rows))
             .collect();
+        // Subjects whose shard was made from the same fingerprint are read back, not sampled
+        // again; the others are sampled and replaced.
+        let verdicts: Vec<Verdict> = subjects
+            .iter()
+            .zip(&fingerprints)
+            .map(|((subject, rows), fp)| self.verdict(subject, rows.len(), fp))
+            .collect();
+        let resumed: Vec<bool> = verdicts
+            .iter()
+            .map(|v| matches!(v, Verdict::Reuse(_)))
+            .collect();
+        self.note(run, &verdicts);
+        let mut stamps: Vec<Option<Stamp>> = verdicts
+            .into_iter()
+            .map(|v| match v {
+                Verdict::Reuse(stamp) => Some(stamp),
+                Verdict::Run { .. } => None,
+            })
+            .collect();
+        self.remove_others(subjects)?;
         let work: Vec<(usize, usize)> = subjects
             .iter()
             .enumerate()
@@ -244,12 +334,12 @@ impl VariantWriter<'_> {
          -> Result<(), RunError> {
             while next < upto {
                 let (subject, rows) = &subjects[next];
-                let out = match outs.remove(&next) {
-                    Some((out, _)) => Some(out),
-                    None if resumed[next] => None,
-                    None => break,
+                let made = match (outs.remove(&next), stamps[next].take()) {
+                    (Some((out, _)), _) => Made::Sampled(out, &fingerprints[next]),
+                    (None, Some(stamp)) => Made::Kept(stamp),
+                    (None, None) => break,
                 };
-                self.finish(run, subject, rows, out, manifest)?;
+                self.finish(run, subject, rows, made, manifest)?;
                 next += 1;
                 *done += 1;
                 bar.set_message(format!("{done}/{total} subject-variants", done = *done));
@@ -307,61 +397,187 @@ impl VariantWriter<'_> {
         )?;
         run.record(row);
         run.save_provenance()?;
-        Ok(sampled)
+        let mut all = sha2::Sha256::new();
+        for fp in &fingerprints {
+            all.update(fp.digest().as_bytes());
+        }
+        Ok((sampled, crate::volume::hex(&all.finalize())))
     }
 
     fn shard(&self, subject: &str) -> PathBuf {
         self.dir.join(format!("{subject}.safetensors"))
     }
 
-    /// Whether an earlier run left the subject's shard complete, read from its header only.
-    fn complete(&self, subject: &str, slices: usize) -> bool {
-        shard_shape(&self.shard(subject))
-            .is_ok_and(|(shape, channels)| shape[0] == slices && channels == self.targets)
+    /// What the subject's slices of this variant are made from: the run's [`settings`], the
+    /// variant and the subject's slices (their rows: positions, source digests and
+    /// preprocessing records).
+    fn fingerprint(&self, subject: &str, rows: &[usize]) -> Fingerprint {
+        let mut slices = sha2::Sha256::new();
+        for &i in rows {
+            slices.update(serde_json::to_vec(&self.set.rows[i]).unwrap_or_default());
+        }
+        let mut value = self.settings.clone();
+        if let Some(map) = value.as_object_mut() {
+            map.insert("variant".into(), self.variant.into());
+            map.insert("subject".into(), subject.into());
+            map.insert(
+                "slices".into(),
+                crate::volume::hex(&slices.finalize()).into(),
+            );
+        }
+        Fingerprint::new(value)
     }
 
-    /// The subject's shard from an earlier run, when it is complete.
-    fn resume(&self, subject: &str, slices: usize) -> Option<Array4<f32>> {
-        read_shard(&self.shard(subject))
+    /// Whether an earlier run left the subject's shard whole and made from `fingerprint`,
+    /// read from its header only.
+    fn verdict(&self, subject: &str, slices: usize, fingerprint: &Fingerprint) -> Verdict {
+        let shard = self.shard(subject);
+        if !shard.exists() {
+            return Verdict::Run { why: None };
+        }
+        let recorded = shard_metadata(&shard)
             .ok()
-            .filter(|(t, ch)| t.shape()[0] == slices && ch == self.targets)
+            .and_then(|m| m.get(STAMP).and_then(|t| Stamp::from_text(t)));
+        let Some(recorded) = recorded else {
+            // Unreadable, or written before stamps were recorded: what made it is unknown.
+            return Verdict::Run {
+                why: Some("its record of what made it is missing".into()),
+            };
+        };
+        let whole = shard_shape(&shard)
+            .is_ok_and(|(shape, channels)| shape[0] == slices && channels == self.targets);
+        match Stamp::verdict(Some(recorded), fingerprint) {
+            Verdict::Reuse(_) if !whole => Verdict::Run {
+                why: Some("its shard is not whole".into()),
+            },
+            verdict => verdict,
+        }
+    }
+
+    /// Logs and notes what the variant reuses and what it samples (again).
+    fn note(&self, run: &mut Run, verdicts: &[Verdict]) {
+        let what = format!("variant-{}", self.variant);
+        let reused = verdicts
+            .iter()
+            .filter(|v| matches!(v, Verdict::Reuse(_)))
+            .count();
+        let again: Vec<&String> = verdicts
+            .iter()
+            .filter_map(|v| match v {
+                Verdict::Run { why: Some(why) } => Some(why),
+                _ => None,
+            })
+            .collect();
+        let action = match again.first() {
+            Some(why) => Action::RanAgain(format!(
+                "{} of {} subject(s): {why}",
+                again.len(),
+                verdicts.len()
+            )),
+            None if reused == verdicts.len() => Action::Reused,
+            None => Action::Ran,
+        };
+        run.did(Stage::Synthesize, &what, action);
+    }
+
+    /// Removes the shards and volumes of subjects this variant does not hold now (an earlier
+    /// run's split or cohort), so what is left is what this file makes.
+    fn remove_others(&self, subjects: &[(&str, Vec<usize>)]) -> Result<(), RunError> {
+        let keep: std::collections::BTreeSet<&str> = subjects.iter().map(|(s, _)| *s).collect();
+        let volumes = self.volumes_dir();
+        for entry in std::fs::read_dir(self.dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(subject) = name.strip_suffix(".safetensors")
+                && !keep.contains(subject)
+            {
+                let path = entry.path();
+                std::fs::remove_file(&path).map_err(|e| failed(&path, e))?;
+                let folder = volumes.join(subject);
+                if folder.is_dir() {
+                    std::fs::remove_dir_all(&folder).map_err(|e| failed(&folder, e))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `synth/variant-K/`: the variant's volumes on the subjects' grids.
+    fn volumes_dir(&self) -> PathBuf {
+        self.dir
+            .parent()
+            .and_then(Path::parent)
+            .map(|synth| synth.join(format!("variant-{}", self.variant)))
+            .unwrap_or_default()
+    }
+
+    /// The subject's shard from an earlier run, read whole, when it still has the expected
+    /// shape and the stamp it was judged by.
+    fn resume(&self, subject: &str, slices: usize, stamp: &Stamp) -> Option<Array4<f32>> {
+        let shard = self.shard(subject);
+        let same = shard_metadata(&shard)
+            .ok()
+            .and_then(|m| m.get(STAMP).and_then(|t| Stamp::from_text(t)))
+            .is_some_and(|s| s.digest == stamp.digest);
+        read_shard(&shard)
+            .ok()
+            .filter(|(t, ch)| same && t.shape()[0] == slices && ch == self.targets)
             .map(|(t, _)| t)
     }
 
-    /// Writes a subject: `out` is what was sampled, `None` when its shard is complete.
+    /// Writes a subject: what was sampled (with its fingerprint), or the stamp of a shard an
+    /// earlier run made from the same fingerprint.
     fn finish(
         &self,
         run: &mut Run,
         subject: &str,
         rows: &[usize],
-        out: Option<Array4<f32>>,
+        made: Made<'_>,
         manifest: &mut Vec<ManifestRow>,
     ) -> Result<(), RunError> {
         let (file, set, generator) = (self.file, self.set, self.generator);
         let started = now_rfc3339();
         let name = format!("{subject}.safetensors");
         let shard = self.shard(subject);
-        let seed = subject_seed(file.pipeline.seed, subject, self.variant);
-        let out = match out {
-            Some(out) => {
+        let (out, stamp) = match made {
+            Made::Sampled(out, fingerprint) => {
+                let seed = subject_seed(file.pipeline.seed, subject, self.variant);
+                let record = Record {
+                    seed,
+                    sampler: generator.sampler(),
+                    guidance: generator.guidance(),
+                    checkpoint_sha256: self.checkpoint_sha.to_owned(),
+                };
+                let stamp = Stamp::new(
+                    fingerprint,
+                    &run.config_hash,
+                    serde_json::to_value(&record).unwrap_or_default(),
+                );
                 let meta: BTreeMap<String, String> = [
                     ("subject".to_owned(), subject.to_owned()),
                     ("seed".to_owned(), seed.to_string()),
-                    ("sampler".to_owned(), generator.sampler()),
-                    ("guidance".to_owned(), generator.guidance()),
+                    ("sampler".to_owned(), record.sampler.clone()),
+                    ("guidance".to_owned(), record.guidance.clone()),
                     (
                         "checkpoint_sha256".to_owned(),
-                        self.checkpoint_sha.to_owned(),
+                        record.checkpoint_sha256.clone(),
                     ),
+                    (STAMP.to_owned(), stamp.to_text()),
                 ]
                 .into();
                 write_shard(&shard, &out, self.targets, &meta).map_err(|e| failed(&shard, e))?;
-                out
+                (out, stamp)
             }
-            None => self
-                .resume(subject, rows.len())
-                .ok_or_else(|| failed(&shard, "the shard changed while the run was reading it"))?,
+            Made::Kept(stamp) => {
+                let out = self.resume(subject, rows.len(), &stamp).ok_or_else(|| {
+                    failed(&shard, "the shard changed while the run was reading it")
+                })?;
+                (out, stamp)
+            }
         };
+        // Provenance of everything made from the shard: what its stamp records.
+        let record: Record = serde_json::from_value(stamp.outcome.clone())
+            .map_err(|e| failed(&shard, format!("its stamp: {e}")))?;
+        let seed = record.seed;
         for (n, &i) in rows.iter().enumerate() {
             let source = &set.rows[i];
             manifest.push(ManifestRow {
@@ -376,10 +592,11 @@ impl VariantWriter<'_> {
         let sampled = |run: &Run, kind: &str, path: &Path| {
             run.row(Stage::Synthesize, kind, path, subject, &started)
                 .map(|mut row| {
-                    row.checkpoint_sha256 = self.checkpoint_sha.to_owned();
-                    row.sampler = generator.sampler();
-                    row.guidance = generator.guidance();
+                    row.checkpoint_sha256 = record.checkpoint_sha256.clone();
+                    row.sampler = record.sampler.clone();
+                    row.guidance = record.guidance.clone();
                     row.seed = seed;
+                    row.config_hash = stamp.config_hash.clone();
                     row.source_sha256 = set.rows[rows[0]].source_sha256.clone();
                     row
                 })
@@ -388,10 +605,7 @@ impl VariantWriter<'_> {
         run.record(row);
         // The volumes, back on the subject's original grid.
         let described: Vec<&ManifestRow> = rows.iter().map(|&i| &set.rows[i]).collect();
-        let volumes = run
-            .dir()
-            .join("synth")
-            .join(format!("variant-{}", self.variant));
+        let volumes = self.volumes_dir();
         for (c, target) in self.targets.iter().enumerate() {
             let (volume, scale) =
                 to_original_grid(&out, &described, c, target).map_err(|e| failed(&shard, e))?;
@@ -418,7 +632,7 @@ impl VariantWriter<'_> {
             }
         }
         if self.variant == 0 && file.output.attention_maps {
-            self.attention(run, subject, rows, &out, seed, &started)?;
+            self.attention(run, subject, rows, &out, &stamp, &started)?;
         }
         // The subject's label beside each variant, on the same grid, so a variant and its
         // label travel together (augmentation for segmentation training).
@@ -471,12 +685,34 @@ impl VariantWriter<'_> {
         subject: &str,
         rows: &[usize],
         out: &Array4<f32>,
-        seed: u64,
+        stamp: &Stamp,
         started: &str,
     ) -> Result<(), RunError> {
         let set = self.set;
         let picks = report_positions(rows.len());
         let path = attention_maps(run.dir(), subject);
+        let record: Record = serde_json::from_value(stamp.outcome.clone())
+            .map_err(|e| failed(&path, format!("its stamp: {e}")))?;
+        let seed = record.seed;
+        let row = |run: &Run| {
+            run.row(Stage::Synthesize, "attention-map", &path, subject, started)
+                .map(|mut row| {
+                    row.checkpoint_sha256 = record.checkpoint_sha256.clone();
+                    row.config_hash = stamp.config_hash.clone();
+                    row.seed = seed;
+                    row
+                })
+        };
+        // The maps of the same samples are kept.
+        let kept = shard_metadata(&path)
+            .ok()
+            .and_then(|m| m.get(STAMP).and_then(|t| Stamp::from_text(t)))
+            .is_some_and(|s| s.digest == stamp.digest);
+        if kept {
+            let row = row(run)?;
+            run.record(row);
+            return Ok(());
+        }
         let picked: Vec<usize> = picks.iter().map(|&p| rows[p]).collect();
         let slices = set.gather(&picked).map_err(|e| failed(&path, e))?;
         let outs = out.select(Axis(0), &picks);
@@ -496,14 +732,31 @@ impl VariantWriter<'_> {
                     .collect::<Vec<_>>()
                     .join(","),
             ),
+            (STAMP.to_owned(), stamp.to_text()),
         ]
         .into();
         write_shard(&path, &maps, &["attention".to_owned()], &meta)
             .map_err(|e| failed(&path, e))?;
-        let mut row = run.row(Stage::Synthesize, "attention-map", &path, subject, started)?;
-        row.checkpoint_sha256 = self.checkpoint_sha.to_owned();
-        row.seed = seed;
+        let row = row(run)?;
         run.record(row);
         Ok(())
     }
+}
+
+/// The shard header key of a sampled shard's [`Stamp`].
+const STAMP: &str = "stamp";
+
+/// What a subject-variant's stamp records of how it was sampled, for provenance.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Record {
+    seed: u64,
+    sampler: String,
+    guidance: String,
+    checkpoint_sha256: String,
+}
+
+/// A subject-variant's slices: sampled now from a fingerprint, or kept from an earlier run.
+enum Made<'a> {
+    Sampled(Array4<f32>, &'a Fingerprint),
+    Kept(Stamp),
 }

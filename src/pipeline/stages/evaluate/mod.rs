@@ -3,6 +3,11 @@
 //! original grid ([`scorer`]), the downstream segmentation ([`downstream`]) and the set-level
 //! scores ([`set_level`]), and writes `metrics.parquet` (method, subject, modality, metric,
 //! region, protocol, value, variant, setting).
+//!
+//! Beside it, `.metrics.stamp.json` records what the scores were computed from (the
+//! `[evaluate]`, `[model]` and `[train]` settings, the seed, the slice store's key and the
+//! synthesized variants' digests); a re-run with the same fingerprint reuses the scores, and
+//! any change scores again.
 
 mod downstream;
 mod scorer;
@@ -14,8 +19,9 @@ use std::path::{Path, PathBuf};
 use polars::prelude::{Column, DataFrame};
 
 use crate::dataset::{ManifestRow, SliceSet, write_parquet};
-use crate::pipeline::handoff::{Evaluation, MetricRow, Subjects, metric_name};
-use crate::pipeline::{Run, RunError, Stage, Store, Synthesized, now_rfc3339};
+use crate::fingerprint::{Fingerprint, Stamp, Verdict};
+use crate::pipeline::handoff::{Action, Evaluation, MetricRow, Subjects, metric_name};
+use crate::pipeline::{Run, RunError, Stage, Store, Synthesized, now_rfc3339, sha256_file};
 use crate::spec::{Baseline, Metric, SplitName};
 use crate::synth::baseline::{HistogramBaseline, RegressionBaseline};
 use crate::synth::unet_baseline::UnetBaseline;
@@ -213,14 +219,76 @@ fn scoring(
     })
 }
 
+/// The file beside `metrics.parquet` that records what its scores were computed from.
+const STAMP_FILE: &str = ".metrics.stamp.json";
+
+/// What the stamp records besides the fingerprint.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Scored {
+    /// SHA-256 of `metrics.parquet` as written.
+    sha256: String,
+    /// Metrics not computed, and why.
+    skipped: Vec<(String, String)>,
+}
+
+/// What the scores are computed from: the `[evaluate]` settings (but `compare`, which is read
+/// anew each run), the model and training settings (the baselines and the segmentation
+/// network train with them), the seed, the slice store's key, each synthesized variant's
+/// digest, the FID weights file and, for a shard, which one.
+fn fingerprint(
+    run: &Run,
+    store: &Store,
+    synthesized: &Synthesized,
+    weights: Option<&Path>,
+) -> Fingerprint {
+    let file = &run.plan.file;
+    let mut evaluate = serde_json::to_value(&file.evaluate).unwrap_or_default();
+    if let Some(e) = evaluate.as_object_mut() {
+        e.remove("compare");
+    }
+    let mut model = serde_json::to_value(&file.model).unwrap_or_default();
+    if let Some(m) = model.as_object_mut() {
+        m.remove("checkpoint");
+    }
+    let weights = weights.map(|w| {
+        let size = std::fs::metadata(w).map(|m| m.len()).unwrap_or(0);
+        serde_json::json!({"file": w.file_name().map(|n| n.to_string_lossy().into_owned()), "bytes": size})
+    });
+    Fingerprint::new(serde_json::json!({
+        "evaluate": evaluate,
+        "model": model,
+        "train": file.train,
+        "seed": file.pipeline.seed,
+        "store": store.key,
+        "synthesized": synthesized.digests,
+        "fid_weights": weights,
+        "shard": run.shard().map(|s| s.to_string()),
+    }))
+}
+
 /// Runs the stage: every subject's scores, then (unless this is a shard, whose set-level
-/// scores `medsynth merge` computes over the whole cohort) FID and KID.
+/// scores `medsynth merge` computes over the whole cohort) FID and KID. Scores computed
+/// earlier from the same fingerprint are reused.
 pub fn run(
     run: &mut Run,
     store: &Store,
     subjects: &Subjects,
     synthesized: &Synthesized,
 ) -> Result<Evaluation, RunError> {
+    let section = run.plan.file.evaluate.clone().unwrap_or_default();
+    let weights = fid_weights(run, &section)?;
+    let fingerprint = fingerprint(run, store, synthesized, weights.as_deref());
+    let stamp_path = run.dir().join(STAMP_FILE);
+    let path = run.dir().join("metrics.parquet");
+    let action = match Stamp::verdict(Stamp::read(&stamp_path), &fingerprint) {
+        Verdict::Reuse(stamp) => match reuse(run, &section, &path, stamp)? {
+            Some(evaluation) => return Ok(evaluation),
+            None => Action::RanAgain("metrics.parquet changed since it was written".into()),
+        },
+        Verdict::Run { why: Some(why) } => Action::RanAgain(why),
+        Verdict::Run { why: None } => Action::Ran,
+    };
+    run.did(Stage::Evaluate, "metrics", action);
     let trains = run.shard().is_none();
     let mut scoring = scoring(run, store, synthesized, trains)?;
     let mut rows = subject_rows(&scoring, subjects)?;
@@ -232,7 +300,52 @@ pub fn run(
             "downstream segmentation is not trained in sharded runs".into(),
         ));
     }
-    finish(run, store, scoring, rows)
+    let evaluation = finish(run, store, scoring, rows)?;
+    let scored = Scored {
+        sha256: sha256_file(&evaluation.path).map_err(|e| failed(&evaluation.path, e))?,
+        skipped: evaluation.skipped.clone(),
+    };
+    Stamp::new(
+        &fingerprint,
+        &run.config_hash,
+        serde_json::to_value(&scored).unwrap_or_default(),
+    )
+    .write(&stamp_path)
+    .map_err(|e| failed(&stamp_path, e))?;
+    Ok(evaluation)
+}
+
+/// The evaluation an earlier run wrote from the same fingerprint, when `metrics.parquet` is
+/// still what it wrote; its provenance names the run that computed it.
+fn reuse(
+    run: &mut Run,
+    section: &crate::spec::EvaluateSection,
+    path: &Path,
+    stamp: Stamp,
+) -> Result<Option<Evaluation>, RunError> {
+    let Ok(scored) = serde_json::from_value::<Scored>(stamp.outcome.clone()) else {
+        return Ok(None);
+    };
+    if sha256_file(path).ok().as_deref() != Some(scored.sha256.as_str()) {
+        return Ok(None);
+    }
+    let rows = read_metrics(path).map_err(|e| failed(path, e))?;
+    run.did(Stage::Evaluate, "metrics", Action::Reused);
+    let mut row = run.row(Stage::Evaluate, "metrics", path, "", &now_rfc3339())?;
+    row.config_hash = stamp.config_hash;
+    run.record(row);
+    run.save_provenance()?;
+    let compared = if run.shard().is_none() {
+        compare(run, section, &rows)?
+    } else {
+        Vec::new()
+    };
+    Ok(Some(Evaluation {
+        rows,
+        path: path.to_owned(),
+        skipped: scored.skipped,
+        compared,
+    }))
 }
 
 /// The evaluation of a merged run: the shards' per-subject `rows`, plus the set-level scores
