@@ -8,24 +8,10 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-/// Copies a folder tree.
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
-}
-
 /// A run root holding a copy of `fixtures/<which>` and the pipeline text.
 fn root_with(which: &str, pipeline: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    copy_tree(
+    common::copy_tree(
         &common::repo().join("fixtures").join(which),
         &dir.path().join("fixtures").join(which),
     );

@@ -69,20 +69,6 @@ fn set(text: &str, old: &str, new: &str) -> String {
     text.replacen(old, new, 1)
 }
 
-/// Copies a folder tree.
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).unwrap();
-        }
-    }
-}
-
 /// A run root holding a run folder.
 struct Root {
     dir: tempfile::TempDir,
@@ -98,7 +84,7 @@ impl Root {
     /// A copy of `other`'s run folder.
     fn copy_of(other: &Root) -> Root {
         let root = Root::new();
-        copy_tree(&other.run_dir(), &root.run_dir());
+        common::copy_tree(&other.run_dir(), &root.run_dir());
         root
     }
 
@@ -345,7 +331,7 @@ fn a_changed_setting_redoes_its_stage_and_everything_after_it_and_nothing_else()
         "target = \"t2\"\ncheckpoint = \"given-checkpoint\"",
     );
     let again = Root::copy_of(&first);
-    copy_tree(&newest, &again.dir.path().join("given-checkpoint"));
+    common::copy_tree(&newest, &again.dir.path().join("given-checkpoint"));
     let work = again.run(&given);
     assert_work(
         &work,

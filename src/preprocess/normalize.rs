@@ -145,30 +145,60 @@ fn finite_range(v: &Volume) -> (f64, f64) {
         })
 }
 
+/// A normalization record's fields.
+struct Window {
+    scale: f64,
+    offset: f64,
+    low: Option<f64>,
+    high: Option<f64>,
+    below: Option<[f64; 2]>,
+    above: Option<[f64; 2]>,
+}
+
+impl Window {
+    /// The fields of `applied`, when it is a normalization record.
+    fn of(applied: &Applied) -> Option<Window> {
+        match *applied {
+            Applied::Normalize {
+                scale,
+                offset,
+                low,
+                high,
+                below,
+                above,
+            } => Some(Window {
+                scale,
+                offset,
+                low,
+                high,
+                below,
+                above,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The window's line: y = x · scale + offset.
+    fn line(&self, x: f64) -> f64 {
+        x * self.scale + self.offset
+    }
+}
+
 /// The normalized value of the intensity `x` under a normalization record (`x` itself for any
 /// other record).
 pub fn forward(applied: &Applied, x: f64) -> f64 {
-    let Applied::Normalize {
-        scale,
-        offset,
-        low,
-        high,
-        below,
-        above,
-    } = applied
-    else {
+    let Some(w) = Window::of(applied) else {
         return x;
     };
-    let line = |x: f64| x * scale + offset;
     // From the tail's end point [x0, y0] to the window's bound: clipped beyond x0.
-    let tail = |bound: f64, [x0, y0]: [f64; 2], x: f64| {
+    let tail = |bound: f64, [x0, y0]: [f64; 2]| {
         let t = ((x - x0) / (bound - x0)).clamp(0.0, 1.0);
-        y0 + t * (line(bound) - y0)
+        y0 + t * (w.line(bound) - y0)
     };
-    match (low, high) {
-        (Some(lo), _) if x < *lo => below.map_or(line(*lo), |b| tail(*lo, b, x)),
-        (_, Some(hi)) if x > *hi => above.map_or(line(*hi), |a| tail(*hi, a, x)),
-        _ => line(x),
+    match (w.low, w.high) {
+        (Some(lo), _) if x < lo => w.below.map_or(w.line(lo), |b| tail(lo, b)),
+        (_, Some(hi)) if x > hi => w.above.map_or(w.line(hi), |a| tail(hi, a)),
+        _ => w.line(x),
     }
 }
 
@@ -176,22 +206,13 @@ pub fn forward(applied: &Applied, x: f64) -> f64 {
 /// to one (values beyond a tail's end come back as its end; records without tails invert
 /// their window's line everywhere, as they always have).
 pub fn inverse(applied: &Applied, y: f64) -> f64 {
-    let Applied::Normalize {
-        scale,
-        offset,
-        low,
-        high,
-        below,
-        above,
-    } = applied
-    else {
+    let Some(w) = Window::of(applied) else {
         return y;
     };
-    let x = (y - offset) / scale;
-    let line = |x: f64| x * scale + offset;
+    let x = (y - w.offset) / w.scale;
     // From the window's bound back to the tail's end point [x0, y0].
     let tail = |bound: f64, [x0, y0]: [f64; 2]| {
-        let span = line(bound) - y0;
+        let span = w.line(bound) - y0;
         let t = if span == 0.0 {
             0.0
         } else {
@@ -199,9 +220,9 @@ pub fn inverse(applied: &Applied, y: f64) -> f64 {
         };
         x0 + t * (bound - x0)
     };
-    match (low, high, below, above) {
-        (Some(lo), _, Some(b), _) if x < *lo => tail(*lo, *b),
-        (_, Some(hi), _, Some(a)) if x > *hi => tail(*hi, *a),
+    match (w.low, w.high, w.below, w.above) {
+        (Some(lo), _, Some(b), _) if x < lo => tail(lo, b),
+        (_, Some(hi), _, Some(a)) if x > hi => tail(hi, a),
         _ => x,
     }
 }

@@ -117,7 +117,7 @@ pub struct NormalizeConfig {
     /// below `low` and above `high`, mapped linearly from the volume's minimum and maximum, so
     /// the background and the brightest voxels come back as they were when a volume is put
     /// back on its grid. `0` clips them to the bounds instead (they then come back as the
-    /// percentile values: a grey background). In [0, 0.5). Default 0.05.
+    /// percentile values: a grey background). In [0, 0.5). Default 0.1.
     #[serde(default = "default_tails")]
     pub tails: f64,
 }
@@ -135,7 +135,7 @@ impl Default for NormalizeConfig {
 }
 
 fn default_tails() -> f64 {
-    0.05
+    0.1
 }
 
 fn default_low() -> f64 {

@@ -32,6 +32,20 @@ pub fn run_pipeline(root: &Path, file: &Path) -> Output {
         .expect("the medsynth binary runs")
 }
 
+/// Copies a folder tree.
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
 /// Fails with the exit status and both streams unless `o` succeeded.
 pub fn assert_success(o: &Output) {
     assert!(

@@ -214,10 +214,10 @@ pub fn assert_same_run_but(a: &Path, b: &Path, columns: &[&str]) {
 }
 
 /// Mean intensity of the real and the synthesized `target` (variant 0) over the voxels of a
-/// phantom run's subject that lie inside the crop box (where synthesized slices come back on
-/// the original grid) but outside the head (T1 below 0.2 of its 99th percentile), per
-/// synthesized subject: `(subject, real, synthesized, voxels)`. A grey box around the head
-/// shows as a synthesized mean far above the real one.
+/// phantom run's subject that lie inside the crop box (the preprocessed grid, put back on the
+/// original one) but outside the head (T1 below 0.2 of its 99th percentile), per synthesized
+/// subject: `(subject, real, synthesized, voxels)`. A grey box around the head shows as a
+/// synthesized mean far above the real one.
 pub fn background_levels(run_dir: &Path, target: &str) -> Vec<(String, f64, f64, usize)> {
     use medsynth::dataset::SliceSet;
     let set = SliceSet::load(&run_dir.join("synth/slices/variant-0"), None).unwrap();
@@ -227,8 +227,19 @@ pub fn background_levels(run_dir: &Path, target: &str) -> Vec<(String, f64, f64,
         let picked: Vec<usize> = (0..set.len())
             .filter(|&i| set.rows[i].subject == subject)
             .collect();
-        let rows: Vec<&medsynth::dataset::ManifestRow> =
-            picked.iter().map(|&i| &set.rows[i]).collect();
+        // Every slice of the preprocessed grid, kept or not: the whole crop box.
+        let first = &set.rows[picked[0]];
+        let record: medsynth::preprocess::SubjectRecord =
+            serde_json::from_str(&first.record).unwrap();
+        let axis = medsynth::synth::volumes::axis_named(&first.axis).unwrap();
+        let depth = record.grid.shape[medsynth::preprocess::voxel_axis(&record.grid, axis)];
+        let all: Vec<medsynth::dataset::ManifestRow> = (0..depth)
+            .map(|k| medsynth::dataset::ManifestRow {
+                slice_index: k as u32,
+                ..first.clone()
+            })
+            .collect();
+        let rows: Vec<&medsynth::dataset::ManifestRow> = all.iter().collect();
         let ones = ndarray::Array4::from_elem((rows.len(), 1, set.dim().2, set.dim().3), 1.0f32);
         let (kept, _) =
             medsynth::synth::volumes::to_original_grid(&ones, &rows, 0, "kept").unwrap();

@@ -232,8 +232,8 @@ struct Scored {
 }
 
 /// What the scores are computed from: the `[evaluate]` settings (but `compare`, which is read
-/// anew each run), the model and training settings (the baselines and the segmentation
-/// network train with them), the seed, the slice store's key, each synthesized variant's
+/// anew each run), the model and training settings but the device and the checkpoint period
+/// (the baselines and the segmentation network train with them), the seed, the slice store's key, each synthesized variant's
 /// digest, the FID weights file and, for a shard, which one.
 fn fingerprint(
     run: &Run,
@@ -250,6 +250,12 @@ fn fingerprint(
     if let Some(m) = model.as_object_mut() {
         m.remove("checkpoint");
     }
+    // What the networks evaluation trains are trained with (not where, nor how often saved).
+    let mut train = serde_json::to_value(&file.train).unwrap_or_default();
+    if let Some(t) = train.as_object_mut() {
+        t.remove("device");
+        t.remove("checkpoint_every");
+    }
     let weights = weights.map(|w| {
         let size = std::fs::metadata(w).map(|m| m.len()).unwrap_or(0);
         serde_json::json!({"file": w.file_name().map(|n| n.to_string_lossy().into_owned()), "bytes": size})
@@ -257,7 +263,7 @@ fn fingerprint(
     Fingerprint::new(serde_json::json!({
         "evaluate": evaluate,
         "model": model,
-        "train": file.train,
+        "train": train,
         "seed": file.pipeline.seed,
         "store": store.key,
         "synthesized": synthesized.digests,
