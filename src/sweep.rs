@@ -224,6 +224,7 @@ pub fn reuse_training(from: &Path, to: &Path) -> std::io::Result<()> {
         to,
         &[
             "checkpoints",
+            ".train.stamp.json",
             "train_log.parquet",
             "baselines",
             "segmentation",

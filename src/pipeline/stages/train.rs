@@ -3,8 +3,8 @@
 //! resumes from the newest checkpoint when it was trained with the same seed, settings and
 //! data (raising `train.epochs` trains on); a finished run is not trained again; a checkpoint
 //! trained otherwise is replaced by training again ([`crate::train`] decides, each checkpoint
-//! records its fingerprint). `checkpoints/.stamp.json` names the run that made the newest
-//! checkpoint, for its provenance when a later run reuses it.
+//! records its fingerprint). `.train.stamp.json` in the run folder names the run that made the
+//! newest checkpoint, for its provenance when a later run reuses it.
 
 use std::path::PathBuf;
 
@@ -101,7 +101,7 @@ pub fn run(run: &mut Run, store: &Store) -> Result<PathBuf, RunError> {
         });
     };
     let after = newest(&checkpoints);
-    let stamp_path = checkpoints.dir.join(".stamp.json");
+    let stamp_path = run.dir().join(STAMP_FILE);
     let made = after.as_ref().map(|(_, f)| f);
     let config_hash = match (&before, made) {
         (Some((_, b)), Some(a)) if b == a => {
@@ -146,6 +146,9 @@ pub fn run(run: &mut Run, store: &Store) -> Result<PathBuf, RunError> {
     run.save_provenance()?;
     Ok(checkpoint)
 }
+
+/// The run folder's record of which run made the newest checkpoint.
+const STAMP_FILE: &str = ".train.stamp.json";
 
 /// The newest checkpoint and what identifies it: its folder, state and EMA weights' digest.
 fn newest(checkpoints: &Checkpoints) -> Option<(CheckpointState, Fingerprint)> {
