@@ -6,12 +6,14 @@
 //! [`phantom`] makes test and demo subjects.
 
 pub mod bids;
+pub mod conditioning;
 pub mod dataset;
 pub mod device;
 pub mod dicomweb;
 pub mod fingerprint;
 pub mod metrics;
 pub mod models;
+pub mod names;
 pub mod phantom;
 pub mod pipeline;
 pub mod preprocess;

@@ -15,7 +15,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use ndarray::{Array4, ArrayViewD};
 use rand_chacha::ChaCha8Rng;
 
-use crate::dataset::{ManifestRow, SliceSet};
+use crate::dataset::{ManifestRow, SliceSet, Slices};
 use crate::models::{Unet, UnetSpec};
 use crate::preprocess::LABEL;
 use crate::spec::{ModelSection, TrainSection};
@@ -41,10 +41,6 @@ impl Segmentation {
                 set.channels.join(", ")
             ))
         })?;
-        let mut max = 0f32;
-        for i in 0..set.len() {
-            max = set.plane(i, label)?.iter().fold(max, |a, &b| a.max(b));
-        }
         let modalities = set
             .channels
             .iter()
@@ -55,7 +51,7 @@ impl Segmentation {
         Ok(Segmentation {
             modalities,
             label,
-            classes: (max.round() as usize + 1).max(2),
+            classes: crate::conditioning::label_classes(set, label)?,
         })
     }
 
@@ -79,6 +75,23 @@ fn brats(enhancing: u8) -> Vec<(String, Vec<u8>)> {
     ]
 }
 
+impl Segmentation {
+    /// The modality channels of row-major slices `[B, C, H, W]` (`dims`), the network's input.
+    ///
+    /// # Shapes
+    /// -> `[B, modalities, H, W]`
+    fn inputs(&self, values: &[f32], [b, c, h, w]: [usize; 4]) -> Vec<f32> {
+        let plane = h * w;
+        let mut input = Vec::with_capacity(b * self.modalities.len() * plane);
+        for n in 0..b {
+            for (_, ch) in &self.modalities {
+                input.extend_from_slice(&values[(n * c + ch) * plane..(n * c + ch + 1) * plane]);
+            }
+        }
+        input
+    }
+}
+
 impl Examples for Segmentation {
     fn in_channels(&self) -> usize {
         self.modalities.len()
@@ -89,24 +102,12 @@ impl Examples for Segmentation {
     fn usable(&self, row: &ManifestRow) -> bool {
         row.channels_missing.is_empty()
     }
-    fn split(
-        &self,
-        slices: &[f32],
-        dims: [usize; 4],
-        _rows: &[&ManifestRow],
-        _train: bool,
-        _rng: &mut ChaCha8Rng,
-    ) -> (Vec<f32>, Vec<f32>) {
-        let [b, c, h, w] = dims;
-        let plane = h * w;
-        let at = |n: usize, ch: usize| &slices[(n * c + ch) * plane..(n * c + ch + 1) * plane];
-        let mut input = Vec::with_capacity(b * self.modalities.len() * plane);
-        let mut target = Vec::with_capacity(b * self.classes * plane);
+    fn split(&self, slices: &Slices, _dropout: Option<&mut ChaCha8Rng>) -> (Vec<f32>, Vec<f32>) {
+        let input = self.inputs(slices.values, slices.dims);
+        let [b, _, h, w] = slices.dims;
+        let mut target = Vec::with_capacity(b * self.classes * h * w);
         for n in 0..b {
-            for (_, ch) in &self.modalities {
-                input.extend_from_slice(at(n, *ch));
-            }
-            let labels = at(n, self.label);
+            let labels = slices.plane(n, self.label);
             for class in 0..self.classes {
                 target.extend(
                     labels
@@ -162,6 +163,7 @@ impl Segmenter {
             seed: crate::synth::unit_seed(seed, "segmentation"),
             checkpoints: Checkpoints::new(dir.join("checkpoints")),
             log: dir.join("train_log.parquet"),
+            max_steps: None,
             progress: true,
         };
         tracing::info!(
@@ -183,11 +185,10 @@ impl Segmenter {
     /// -> `[B, 1, H, W]`
     pub fn predict(&self, slices: &Array4<f32>) -> Result<Array4<f32>, String> {
         let (b, c, h, w) = slices.dim();
-        let host: Vec<f32> = slices.iter().copied().collect();
-        let mut unused = <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
-        let (input, _) = self
+        let values = slices.as_standard_layout();
+        let input = self
             .examples
-            .split(&host, [b, c, h, w], &[], false, &mut unused);
+            .inputs(values.as_slice().unwrap_or_default(), [b, c, h, w]);
         let mut out = Vec::with_capacity(b * h * w);
         // A few slices at a time, so memory does not grow with the subject.
         let per = 16usize;

@@ -5,7 +5,6 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use burn::tensor::Device;
 use medsynth::dataset::{Loader, ManifestRow, SliceSet, augment, write_manifest, write_shard};
 use medsynth::spec::AugmentConfig;
 use ndarray::{Array3, Array4, Axis, s};
@@ -65,42 +64,32 @@ fn store(n: usize) -> (tempfile::TempDir, SliceSet) {
 }
 
 fn values(b: &medsynth::dataset::Batch) -> Vec<f32> {
-    b.slices.to_data().try_to_vec::<f32>().unwrap()
+    b.values.clone()
 }
 
 #[test]
 fn each_epoch_is_a_seeded_permutation_and_batches_hold_the_stored_values() {
     let (_dir, set) = store(22);
     assert_eq!(set.len(), 22);
-    let device = Device::flex();
     let loader = Loader::new(&set, 4, AugmentConfig::default(), 11);
     assert_eq!(loader.batches(), 6);
-    let mut seen: Vec<usize> = loader
-        .epoch(0, &device)
-        .flat_map(|b| b.unwrap().rows)
-        .collect();
+    let mut seen: Vec<usize> = loader.epoch(0).flat_map(|b| b.unwrap().rows).collect();
     let first = seen.clone();
     seen.sort();
     assert_eq!(seen, (0..22).collect::<Vec<_>>(), "every slice once");
     assert_ne!(first, (0..22).collect::<Vec<_>>(), "shuffled");
-    let again: Vec<usize> = loader
-        .epoch(0, &device)
-        .flat_map(|b| b.unwrap().rows)
-        .collect();
+    let again: Vec<usize> = loader.epoch(0).flat_map(|b| b.unwrap().rows).collect();
     assert_eq!(first, again, "same seed, same order");
-    let next: Vec<usize> = loader
-        .epoch(1, &device)
-        .flat_map(|b| b.unwrap().rows)
-        .collect();
+    let next: Vec<usize> = loader.epoch(1).flat_map(|b| b.unwrap().rows).collect();
     assert_ne!(first, next, "a new order each epoch");
     let other: Vec<usize> = Loader::new(&set, 4, AugmentConfig::default(), 12)
-        .epoch(0, &device)
+        .epoch(0)
         .flat_map(|b| b.unwrap().rows)
         .collect();
     assert_ne!(first, other, "another seed, another order");
     // Without augmentation a batch is exactly the stored slices, [B, C, H, W].
-    let b = loader.batch(0, 5, &device).unwrap().unwrap();
-    assert_eq!(b.slices.dims(), [2, 2, 24, 20]);
+    let b = loader.batch(0, 5).unwrap().unwrap();
+    assert_eq!(b.dims, [2, 2, 24, 20]);
     let want: Vec<f32> = b
         .rows
         .iter()
@@ -140,7 +129,7 @@ fn a_shard_truncated_after_loading_is_an_error_naming_it() {
         .expect("a read past the end fails");
     assert!(err.to_string().contains(&*shard.to_string_lossy()), "{err}");
     let loader = Loader::in_order(&set, 8);
-    assert!(loader.batch(0, 0, &Device::flex()).is_err());
+    assert!(loader.batch(0, 0).is_err());
 }
 
 #[test]
@@ -205,15 +194,11 @@ fn augmentation_moves_image_and_label_together_and_is_reproducible() {
     assert!(moved_any, "rotation and scaling change the label");
 
     // Through the loader: the same seed gives the same augmented batch.
-    let device = Device::flex();
     let a = Loader::new(&set, 3, cfg.clone(), 5)
-        .batch(2, 1, &device)
+        .batch(2, 1)
         .unwrap()
         .unwrap();
-    let b = Loader::new(&set, 3, cfg, 5)
-        .batch(2, 1, &device)
-        .unwrap()
-        .unwrap();
+    let b = Loader::new(&set, 3, cfg, 5).batch(2, 1).unwrap().unwrap();
     assert_eq!(values(&a), values(&b));
 }
 

@@ -422,7 +422,7 @@ fn slices_carry_context_channels_and_assemble_back_exactly() {
 
 #[test]
 fn globs_match_like_the_shell() {
-    use medsynth::preprocess::glob_match;
+    use medsynth::names::glob_match;
     assert!(glob_match("sub-*", "sub-001"));
     assert!(!glob_match("sub-*", "ses-001"));
     assert!(glob_match("sub-00?", "sub-007"));

@@ -61,4 +61,9 @@ fi
 # comparison on lavapipe too, so the tolerances hold for the driver they were measured on.
 export CUBECL_WGPU_DEFAULT_DEVICE="${CUBECL_WGPU_DEFAULT_DEVICE:-Cpu}"
 
+# The build the README's demo command makes (no features) is linted too, tests and benches
+# included, so it cannot break unseen; skipped when arguments pick tests.
+if [ $# -eq 0 ]; then
+    cargo clippy --locked --all-targets -- -D warnings
+fi
 cargo test --locked --features gpu,jpeg-ls "$@"

@@ -5,12 +5,13 @@
 mod common;
 
 use burn::tensor::Device;
+use medsynth::conditioning::Conditioning;
 use medsynth::dataset::SliceSet;
 use medsynth::models::UnetSpec;
 use medsynth::models::diffusion::NoiseSchedule;
 use medsynth::spec::{DiffusionConfig, ModelSection, TrainSection};
 use medsynth::train::Checkpoints;
-use medsynth::train::diffusion::{Conditioning, DiffusionTrainer};
+use medsynth::train::diffusion::DiffusionTrainer;
 
 fn model() -> ModelSection {
     toml::from_str(

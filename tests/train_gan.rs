@@ -5,14 +5,14 @@
 mod common;
 
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use medsynth::conditioning::{Conditioning, GanInputs, SliceClasses};
 use medsynth::dataset::{ManifestRow, SliceSet};
 use medsynth::models::gan::{ConditionalBatchNorm, GanArch, GanInput, GanSpec, latents, one_hot};
 use medsynth::models::seeded;
 use medsynth::spec::{GanConfig, ModelSection, TrainSection};
 use medsynth::synth::{Generator, SaganGenerator};
 use medsynth::train::Checkpoints;
-use medsynth::train::diffusion::Conditioning;
-use medsynth::train::gan::{GanInputs, GanTrainer, PARTS, SliceClasses};
+use medsynth::train::gan::{GanTrainer, PARTS};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::{Name, Pattern};
-use crate::preprocess::{ModalitySource, SubjectInputs, glob_match};
+use crate::names::glob_match;
+use crate::preprocess::{ModalitySource, SubjectInputs};
 use crate::spec::{InputSection, Prefer};
 
 /// The folders directly under `dir` whose names start with `prefix`, sorted.

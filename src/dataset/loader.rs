@@ -1,5 +1,7 @@
 //! Batches for training: the slices of one split read from the store, shuffled by a seeded
-//! permutation per epoch, optionally augmented, and handed over as burn tensors.
+//! permutation per epoch, optionally augmented, and handed over as host values; the network
+//! that trains on them splits them into its own tensors and uploads each once
+//! ([`crate::conditioning`]).
 //!
 //! Augmentation is drawn per slice from a generator seeded by (seed, epoch, position in the
 //! epoch), so batches are the same whatever the thread count. Geometric steps (a flip of the
@@ -31,11 +33,12 @@ use crate::spec::AugmentConfig;
 pub struct SliceSet {
     pub channels: Vec<String>,
     pub rows: Vec<ManifestRow>,
-    slices: Slices,
+    slices: Held,
 }
 
+/// Where a set's slices are.
 #[derive(Debug, Clone)]
-enum Slices {
+enum Held {
     Memory(Array4<f32>),
     /// `[C, H, W]` of every slice, and each slice's shard file and byte offset.
     Files {
@@ -77,7 +80,7 @@ impl SliceSet {
         SliceSet {
             channels,
             rows,
-            slices: Slices::Memory(data),
+            slices: Held::Memory(data),
         }
     }
 
@@ -94,12 +97,12 @@ impl SliceSet {
             h.update(serde_json::to_vec(r).unwrap_or_default());
         }
         match &self.slices {
-            Slices::Memory(data) => {
+            Held::Memory(data) => {
                 for v in data.iter() {
                     h.update(v.to_le_bytes());
                 }
             }
-            Slices::Files { at, .. } => {
+            Held::Files { at, .. } => {
                 let stores: std::collections::BTreeSet<String> = at
                     .iter()
                     .filter_map(|(p, _)| p.parent()?.file_name())
@@ -180,7 +183,7 @@ impl SliceSet {
         Ok(SliceSet {
             channels,
             rows,
-            slices: Slices::Files {
+            slices: Held::Files {
                 shape: [c, h, w],
                 at,
             },
@@ -196,8 +199,8 @@ impl SliceSet {
             channels: self.channels.clone(),
             rows: picked.iter().map(|&i| self.rows[i].clone()).collect(),
             slices: match &self.slices {
-                Slices::Memory(data) => Slices::Memory(data.select(Axis(0), &picked)),
-                Slices::Files { shape, at } => Slices::Files {
+                Held::Memory(data) => Held::Memory(data.select(Axis(0), &picked)),
+                Held::Files { shape, at } => Held::Files {
                     shape: *shape,
                     at: picked.iter().map(|&i| at[i].clone()).collect(),
                 },
@@ -217,8 +220,8 @@ impl SliceSet {
     /// `(N, C, H, W)`.
     pub fn dim(&self) -> (usize, usize, usize, usize) {
         match &self.slices {
-            Slices::Memory(data) => data.dim(),
-            Slices::Files {
+            Held::Memory(data) => data.dim(),
+            Held::Files {
                 shape: [c, h, w], ..
             } => (self.rows.len(), *c, *h, *w),
         }
@@ -232,8 +235,8 @@ impl SliceSet {
     /// Slice `i`, `[C, H, W]`.
     pub fn slice(&self, i: usize) -> Result<Array3<f32>, StoreError> {
         match &self.slices {
-            Slices::Memory(data) => Ok(data.index_axis(Axis(0), i).to_owned()),
-            Slices::Files { shape, at } => {
+            Held::Memory(data) => Ok(data.index_axis(Axis(0), i).to_owned()),
+            Held::Files { shape, at } => {
                 let (path, offset) = &at[i];
                 let values = read_f32s(path, *offset, shape.iter().product())?;
                 Ok(Array3::from_shape_vec(*shape, values).expect("the shape fits the values"))
@@ -244,8 +247,8 @@ impl SliceSet {
     /// Channel `c` of slice `i`, `[H, W]`: only that plane is read.
     pub fn plane(&self, i: usize, c: usize) -> Result<Array2<f32>, StoreError> {
         match &self.slices {
-            Slices::Memory(data) => Ok(data.slice(ndarray::s![i, c, .., ..]).to_owned()),
-            Slices::Files {
+            Held::Memory(data) => Ok(data.slice(ndarray::s![i, c, .., ..]).to_owned()),
+            Held::Files {
                 shape: [_, h, w],
                 at,
             } => {
@@ -259,7 +262,7 @@ impl SliceSet {
 
     /// Slices `rows`, in that order, `[n, C, H, W]` (read in parallel).
     pub fn gather(&self, rows: &[usize]) -> Result<Array4<f32>, StoreError> {
-        if let Slices::Memory(data) = &self.slices {
+        if let Held::Memory(data) = &self.slices {
             return Ok(data.select(Axis(0), rows));
         }
         let (_, c, h, w) = self.dim();
@@ -295,13 +298,86 @@ impl SliceSet {
     }
 }
 
-/// One batch: the slices as a tensor and which rows of the set they are.
+/// One batch: the slices as host values and which rows of the set they are.
 #[derive(Debug, Clone)]
 pub struct Batch {
+    /// Row-major values.
+    ///
     /// # Shapes
-    /// `[B, C, H, W]`
-    pub slices: Tensor<4>,
+    /// `[B, C, H, W]` (`dims`)
+    pub values: Vec<f32>,
+    pub dims: [usize; 4],
     pub rows: Vec<usize>,
+}
+
+impl Batch {
+    /// The batch's slices with their manifest rows in `set`, the set it was drawn from.
+    pub fn slices<'a>(&'a self, set: &'a SliceSet) -> Slices<'a> {
+        Slices {
+            values: &self.values,
+            dims: self.dims,
+            rows: self.rows.iter().map(|&r| &set.rows[r]).collect(),
+        }
+    }
+
+    /// The slices as one tensor on `device`.
+    ///
+    /// # Shapes
+    /// -> `[B, C, H, W]`
+    pub fn tensor(&self, device: &Device) -> Tensor<4> {
+        Tensor::from_data(TensorData::new(self.values.clone(), self.dims), device)
+    }
+}
+
+/// Stored slices on the host with the manifest row of each.
+#[derive(Debug, Clone)]
+pub struct Slices<'a> {
+    /// Row-major values, channels in store order.
+    ///
+    /// # Shapes
+    /// `[B, C, H, W]` (`dims`)
+    pub values: &'a [f32],
+    pub dims: [usize; 4],
+    pub rows: Vec<&'a ManifestRow>,
+}
+
+impl<'a> Slices<'a> {
+    /// Slices from row-major values `[B, C, H, W]` and the row of each.
+    pub fn of(values: &'a [f32], dims: [usize; 4], rows: &[&'a ManifestRow]) -> Self {
+        Slices {
+            values,
+            dims,
+            rows: rows.to_vec(),
+        }
+    }
+
+    /// Slice `n` alone, as a batch of one.
+    pub fn item(&self, n: usize) -> Slices<'a> {
+        let [_, c, h, w] = self.dims;
+        let per = c * h * w;
+        Slices {
+            values: &self.values[n * per..(n + 1) * per],
+            dims: [1, c, h, w],
+            rows: vec![self.rows[n]],
+        }
+    }
+
+    /// The plane of channel `ch` of slice `n`.
+    pub fn plane(&self, n: usize, ch: usize) -> &'a [f32] {
+        let [_, c, h, w] = self.dims;
+        let plane = h * w;
+        &self.values[(n * c + ch) * plane..(n * c + ch + 1) * plane]
+    }
+
+    /// How many slices.
+    pub fn len(&self) -> usize {
+        self.dims[0]
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.dims[0] == 0
+    }
 }
 
 /// Seeded, shuffled, augmented batches over a [`SliceSet`].
@@ -361,14 +437,9 @@ impl<'a> Loader<'a> {
         order
     }
 
-    /// Batch `index` of `epoch` on `device` (`None` past the last); its slices are read from
-    /// the store now.
-    pub fn batch(
-        &self,
-        epoch: u64,
-        index: usize,
-        device: &Device,
-    ) -> Result<Option<Batch>, StoreError> {
+    /// Batch `index` of `epoch` (`None` past the last); its slices are read from the store
+    /// now.
+    pub fn batch(&self, epoch: u64, index: usize) -> Result<Option<Batch>, StoreError> {
         let order = self.order(epoch);
         let start = index * self.batch_size;
         let rows: Vec<usize> = order
@@ -397,21 +468,16 @@ impl<'a> Loader<'a> {
         for s in &slices {
             values.extend(s.iter().copied());
         }
-        let data = TensorData::new(values, [rows.len(), c, h, w]);
         Ok(Some(Batch {
-            slices: Tensor::from_data(data, device),
+            values,
+            dims: [rows.len(), c, h, w],
             rows,
         }))
     }
 
     /// Every batch of `epoch`, in order.
-    pub fn epoch(
-        &self,
-        epoch: u64,
-        device: &Device,
-    ) -> impl Iterator<Item = Result<Batch, StoreError>> + '_ {
-        let device = device.clone();
-        (0..self.batches()).filter_map(move |i| self.batch(epoch, i, &device).transpose())
+    pub fn epoch(&self, epoch: u64) -> impl Iterator<Item = Result<Batch, StoreError>> + '_ {
+        (0..self.batches()).filter_map(move |i| self.batch(epoch, i).transpose())
     }
 }
 

@@ -6,7 +6,7 @@ mod loader;
 mod manifest;
 mod safetensors;
 
-pub use loader::{Batch, Loader, SliceSet, augment};
+pub use loader::{Batch, Loader, SliceSet, Slices, augment};
 pub use manifest::{
     ManifestRow, read_manifest, read_parquet, text_column, write_manifest, write_parquet,
 };

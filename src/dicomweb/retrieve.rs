@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::{Client, DicomWebError, json_str};
-use crate::preprocess::glob_match;
+use crate::names::glob_match;
 use crate::progress::Progress;
 use crate::spec::{DicomWebServer, SeriesMatch};
 

@@ -6,9 +6,11 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use super::error::RunError;
 use super::handoff::{Action, Work};
-use super::{Plan, RunError, Stage};
-use crate::provenance::{self, ProvenanceRow};
+use super::plan::Plan;
+use super::stage::Stage;
+use crate::provenance::{self, ProvenanceRow, now_rfc3339, sha256_file};
 use crate::volume::hex;
 
 /// A run in progress.
@@ -24,36 +26,8 @@ pub struct Run {
     provenance: Vec<ProvenanceRow>,
     /// What each stage did or reused, in order.
     work: Vec<Work>,
-}
-
-/// The current time as RFC 3339 UTC, to the second.
-pub fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
-
-/// SHA-256 (hex) of a file.
-pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    crate::preprocess::file_digest(path).map(|d| hex(&d))
+    /// The compute device (`train.device`), opened by the first stage that needs it.
+    device: std::sync::OnceLock<burn::tensor::Device>,
 }
 
 impl Run {
@@ -71,7 +45,22 @@ impl Run {
             out,
             provenance: Vec::new(),
             work: Vec::new(),
+            device: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The compute device `train.device` names, opened (and logged) once per run, when a
+    /// stage first needs it; training, synthesis and evaluation all run on it.
+    /// `stage` is the one asking, named in the error when the device cannot be opened.
+    pub fn device(&self, stage: Stage) -> Result<burn::tensor::Device, RunError> {
+        if let Some(device) = self.device.get() {
+            return Ok(device.clone());
+        }
+        let kind = self.plan.file.train.clone().unwrap_or_default().device;
+        let device =
+            crate::device::open(kind).map_err(|e| RunError::failed(stage, &self.plan.source, e))?;
+        tracing::info!("device {}: {device:?}", kind.name());
+        Ok(self.device.get_or_init(|| device).clone())
     }
 
     /// Where this process writes its outputs: the run folder, or for a shard its folder
@@ -103,7 +92,7 @@ impl Run {
     }
 
     /// The shard this process works on, if any.
-    pub fn shard(&self) -> Option<super::Shard> {
+    pub fn shard(&self) -> Option<super::shard::Shard> {
         self.plan.mode.shard()
     }
 

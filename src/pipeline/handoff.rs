@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use super::Stage;
+use super::stage::Stage;
 use crate::dataset::{ManifestRow, SliceSet, StoreError};
 use crate::preprocess::SubjectInputs;
 use crate::spec::Metric;

@@ -73,7 +73,7 @@ impl RunLock {
             host: hostname(),
             pid: std::process::id(),
             start_ticks: start_ticks(std::process::id()),
-            started: super::now_rfc3339(),
+            started: crate::provenance::now_rfc3339(),
         };
         // Twice at most: once more after taking over a stale lock.
         for _ in 0..2 {

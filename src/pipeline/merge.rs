@@ -8,12 +8,16 @@
 
 use std::path::{Path, PathBuf};
 
-use super::context::{Run, now_rfc3339};
+use super::conductor::{Produced, begin, given_checkpoint, outputs};
+use super::context::Run;
+use super::error::RunError;
+use super::handoff::Synthesized;
+use super::outcome::Outcome;
 use super::shard::{self, Shard};
-use super::{
-    Outcome, Produced, RunError, Stage, Synthesized, evaluate, input, outputs, preprocess,
-};
+use super::stage::Stage;
+use super::stages::{evaluate, input, preprocess};
 use crate::dataset::{ManifestRow, read_manifest, write_manifest};
+use crate::provenance::now_rfc3339;
 
 /// Files of a shard's folder that merge rebuilds rather than links (at its top level).
 const REBUILT: [&str; 6] = [
@@ -59,7 +63,7 @@ pub fn merge(run_dir: &Path) -> Result<Outcome, RunError> {
     if synthesizes {
         all_applied(run_dir, count)?;
     }
-    let (mut run, _lock) = super::begin(plan, &root)?;
+    let (mut run, _lock) = begin(plan, &root)?;
     // The run folder as the run names it (paths in provenance are relative to it).
     let run_dir = &run.dir().to_owned();
     adopt_provenance(&mut run, count)?;
@@ -100,7 +104,7 @@ pub fn merge(run_dir: &Path) -> Result<Outcome, RunError> {
         let t: shard::Trained = shard::read_record(&path).map_err(|e| failed(&path, e))?;
         Some(t.checkpoint)
     } else {
-        super::given_checkpoint(&run)
+        given_checkpoint(&run)
     };
     let subjects = input::discover(&run)?;
     outputs(
@@ -125,7 +129,7 @@ fn merged_plan(
     run_dir: &Path,
     count: usize,
     first: &shard::Prepared,
-) -> Result<(super::Plan, PathBuf), RunError> {
+) -> Result<(super::plan::Plan, PathBuf), RunError> {
     let spec_path = Shard { index: 0, count }
         .folder(run_dir)
         .join("pipeline.toml");

@@ -1,21 +1,23 @@
 //! Building the model a pipeline file describes, shared by the stages that train it, apply it
-//! and score it: the compute device, the trainers, the generator loaded from a checkpoint, and
-//! the range outputs are clamped to.
+//! and score it: the trainers, the generator rebuilt from what a checkpoint recorded, and the
+//! range outputs are clamped to.
 
 use std::path::Path;
 
 use burn::tensor::Device;
 
-use super::{RunError, Stage};
+use super::error::RunError;
+use super::stage::Stage;
+use crate::conditioning::{Conditioning, GanInputs, SliceClasses};
 use crate::dataset::SliceSet;
 use crate::models::UnetSpec;
 use crate::models::diffusion::NoiseSchedule;
 use crate::models::gan::{GanArch, GanSpec};
-use crate::spec::{DeviceKind, ModelKind, ModelSection, NormalizeMethod, PipelineFile, Task};
+use crate::spec::{ModelKind, ModelSection, NormalizeMethod, PipelineFile, Task};
 use crate::synth::diffusion::sampling;
 use crate::synth::{DiffusionGenerator, Generator, SaganGenerator, load_weights};
-use crate::train::diffusion::{Conditioning, DiffusionTrainer};
-use crate::train::gan::{GanInputs, GanTrainer, SliceClasses};
+use crate::train::diffusion::DiffusionTrainer;
+use crate::train::gan::GanTrainer;
 use crate::train::{CheckpointState, Checkpoints};
 
 fn failed(path: &Path, e: impl ToString) -> RunError {
@@ -34,21 +36,14 @@ pub fn clip_range(file: &PipelineFile) -> Option<[f32; 2]> {
     }
 }
 
-/// The compute device `[train]` asks for.
-pub fn device(kind: DeviceKind) -> Result<Device, String> {
-    let device = crate::device::open(kind).map_err(|e| e.to_string())?;
-    tracing::info!("device {}: {device:?}", kind.name());
-    Ok(device)
-}
-
 /// The diffusion trainer the pipeline file describes, for slices like those of `set`.
 pub fn diffusion_trainer(
     file: &PipelineFile,
     model: &ModelSection,
     set: &SliceSet,
-    run_dir: &std::path::Path,
+    run_dir: &Path,
 ) -> Result<DiffusionTrainer, String> {
-    let conditioning = Conditioning::new(model, set).map_err(|e| e.to_string())?;
+    let conditioning = Conditioning::new(model, set)?;
     let (_, _, h, w) = set.dim();
     let spec = UnetSpec::from_model(
         model,
@@ -104,9 +99,9 @@ pub fn gan_trainer(
     file: &PipelineFile,
     model: &ModelSection,
     set: &SliceSet,
-    run_dir: &std::path::Path,
+    run_dir: &Path,
 ) -> Result<GanTrainer, String> {
-    let mut conditioning = Conditioning::new(model, set).map_err(|e| e.to_string())?;
+    let mut conditioning = Conditioning::new(model, set)?;
     // Whole-condition dropout trains the unconditional model classifier-free guidance needs;
     // a GAN has no such guidance, and with the L1 term it would only pull G to the mean image.
     conditioning.cond_dropout = 0.0;
@@ -127,13 +122,17 @@ pub fn gan_trainer(
     })
 }
 
-/// Loads the generator of the checkpoint folder `checkpoint` as the pipeline file describes it,
-/// for slices like those of `set`.
+/// The generator of the checkpoint folder `checkpoint`, rebuilt from what training recorded
+/// in its `state.json` (the network's shape, the label classes) with the pipeline file's
+/// modalities resolved against the store's channels (those of `set`), on `device`.
+///
+/// A file whose `[model]` describes another network than the checkpoint holds, or whose
+/// noise schedule differs from the one the model was trained with, is an error naming both.
 pub fn generator(
     file: &PipelineFile,
     set: &SliceSet,
     checkpoint: &Path,
-    run_dir: &Path,
+    device: &Device,
 ) -> Result<Box<dyn Generator>, RunError> {
     let Some(model) = &file.model else {
         return Err(RunError::Nothing {
@@ -150,9 +149,14 @@ pub fn generator(
             )
         })
         .and_then(|t| serde_json::from_str(&t).map_err(|e| failed(&state_path, e)))?;
-    let device = device(file.train.clone().unwrap_or_default().device)
-        .map_err(|e| failed(&state_path, e))?;
-    let label_classes = state.extra["label_classes"].as_u64().map(|k| k as usize);
+    let recorded = &state.extra;
+    let label_classes = recorded["label_classes"].as_u64().map(|k| k as usize);
+    // A checkpoint from before label classes were recorded: count them in the slices.
+    let mut conditioning = match label_classes {
+        Some(_) => Conditioning::resolve(model, &set.channels, label_classes),
+        None => Conditioning::new(model, set),
+    }
+    .map_err(|e| failed(checkpoint, e))?;
     let mismatch = |saved: &dyn std::fmt::Debug, spec: &dyn std::fmt::Debug| {
         failed(
             &state_path,
@@ -162,59 +166,63 @@ pub fn generator(
             ),
         )
     };
+    let (_, _, h, w) = set.dim();
     let section = file.synthesize.clone().unwrap_or_default();
     match model.kind {
         ModelKind::Diffusion => {
-            let trainer =
-                diffusion_trainer(file, model, set, run_dir).map_err(|e| failed(checkpoint, e))?;
-            let mut conditioning = trainer.conditioning;
-            if let (Some((ch, _)), Some(k)) = (conditioning.label, label_classes) {
-                conditioning.label = Some((ch, k));
-            }
-            let spec = UnetSpec {
-                in_channels: conditioning.in_channels(),
-                ..trainer.spec
+            let described = UnetSpec::from_model(
+                model,
+                conditioning.in_channels(),
+                conditioning.targets.len(),
+                h.min(w),
+            );
+            let spec = match serde_json::from_value::<UnetSpec>(recorded["unet"].clone()) {
+                Ok(saved) if saved != described => return Err(mismatch(&saved, &described)),
+                Ok(saved) => saved,
+                Err(_) => described,
             };
-            if let Ok(saved) = serde_json::from_value::<UnetSpec>(state.extra["unet"].clone())
-                && saved != spec
-            {
-                return Err(mismatch(&saved, &spec));
+            let schedule = NoiseSchedule::new(&model.diffusion.clone().unwrap_or_default());
+            let trained_on = &recorded["schedule"];
+            let digest = DiffusionTrainer::schedule_fingerprint(&schedule);
+            if trained_on.is_object() && *trained_on != digest {
+                return Err(failed(
+                    &state_path,
+                    format!(
+                        "the model was trained with another noise schedule than \
+                         [model.diffusion] describes (trained: {trained_on}, described: {digest}); \
+                         use the settings it was trained with"
+                    ),
+                ));
             }
             let net =
-                load_weights(spec.init(&device), checkpoint).map_err(|e| failed(checkpoint, e))?;
+                load_weights(spec.init(device), checkpoint).map_err(|e| failed(checkpoint, e))?;
             let (sampler, guidance) = sampling(&section);
             Ok(Box::new(DiffusionGenerator {
                 net,
-                schedule: trainer.schedule,
+                schedule,
                 conditioning,
                 sampler,
                 guidance,
                 clip: clip_range(file),
-                device,
+                device: device.clone(),
             }))
         }
         ModelKind::Sagan => {
-            let trainer =
-                gan_trainer(file, model, set, run_dir).map_err(|e| failed(checkpoint, e))?;
-            let mut inputs = trainer.inputs;
-            if let (Some((ch, _)), Some(k)) = (inputs.conditioning.label, label_classes) {
-                inputs.conditioning.label = Some((ch, k));
-            }
-            inputs.spec.in_channels =
-                inputs.conditioning.cond_channels() + inputs.spec.noise_channels;
-            if let Ok(saved) = serde_json::from_value::<GanSpec>(state.extra["gan"].clone())
-                && saved != inputs.spec
-            {
-                return Err(mismatch(&saved, &inputs.spec));
-            }
-            let net = load_weights(inputs.spec.generator(&device), checkpoint)
+            conditioning.cond_dropout = 0.0;
+            let described = gan_spec(file, model, &conditioning, [h, w]);
+            let spec = match serde_json::from_value::<GanSpec>(recorded["gan"].clone()) {
+                Ok(saved) if saved != described => return Err(mismatch(&saved, &described)),
+                Ok(saved) => saved,
+                Err(_) => described,
+            };
+            let net = load_weights(spec.generator(device), checkpoint)
                 .map_err(|e| failed(checkpoint, e))?;
             Ok(Box::new(SaganGenerator {
                 net,
-                classes: SliceClasses::new(&set.rows, inputs.spec.classes),
-                inputs,
+                classes: SliceClasses::new(&set.rows, spec.classes),
+                inputs: GanInputs { spec, conditioning },
                 truncation: section.truncation,
-                device,
+                device: device.clone(),
             }))
         }
     }

@@ -11,8 +11,9 @@ use std::str::FromStr;
 
 use sha2::{Digest, Sha256};
 
+use super::error::RunError;
 use super::handoff::Skip;
-use super::{RunError, Stage};
+use super::stage::Stage;
 
 /// One shard of a run: `index` of `count`, `index` from 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

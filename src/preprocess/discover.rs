@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::PreprocessError;
+use crate::names::glob_match;
 use crate::pseudonym::Pseudonymizer;
 use crate::spec::{InputSection, Prefer, SeriesMatch, SubjectGrouping};
 use crate::volume::dicom::{self, Series};
@@ -79,40 +80,6 @@ pub struct SubjectInputs {
     /// Modalities the input section names that this subject lacks.
     pub missing: Vec<String>,
     pub label: Option<PathBuf>,
-}
-
-/// Whether `name` matches a glob with `*`, `?` and `[abc]` / `[a-z]` (case-sensitive).
-pub fn glob_match(pattern: &str, name: &str) -> bool {
-    fn go(p: &[char], n: &[char]) -> bool {
-        match p.first() {
-            None => n.is_empty(),
-            Some('*') => (0..=n.len()).any(|i| go(&p[1..], &n[i..])),
-            Some('?') => !n.is_empty() && go(&p[1..], &n[1..]),
-            Some('[') => {
-                let Some(close) = p.iter().position(|&c| c == ']') else {
-                    return n.first() == Some(&'[') && go(&p[1..], &n[1..]);
-                };
-                let Some(&c) = n.first() else { return false };
-                let set = &p[1..close];
-                let mut hit = false;
-                let mut i = 0;
-                while i < set.len() {
-                    if i + 2 < set.len() && set[i + 1] == '-' {
-                        hit |= set[i] <= c && c <= set[i + 2];
-                        i += 3;
-                    } else {
-                        hit |= set[i] == c;
-                        i += 1;
-                    }
-                }
-                hit && go(&p[close + 1..], &n[1..])
-            }
-            Some(&c) => n.first() == Some(&c) && go(&p[1..], &n[1..]),
-        }
-    }
-    let p: Vec<char> = pattern.chars().collect();
-    let n: Vec<char> = name.chars().collect();
-    go(&p, &n)
 }
 
 /// The subject folders under `root` matching `glob`, sorted.

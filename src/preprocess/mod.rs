@@ -27,8 +27,7 @@ mod split;
 
 pub use crop::{CropPad, foreground_box};
 pub use discover::{
-    ModalitySource, SubjectInputs, dicom_subjects, dicom_subjects_in, file_digest, glob_match,
-    nifti_subjects,
+    ModalitySource, SubjectInputs, dicom_subjects, dicom_subjects_in, file_digest, nifti_subjects,
 };
 pub use normalize::{Normalize, forward as normalize_forward, inverse as normalize_inverse};
 pub use prepare::{

@@ -2,6 +2,7 @@
 //! as Orthanc, dcm4chee or a cloud DICOM store) to search and retrieve studies from, or to
 //! store synthesized series in.
 
+use super::check::{Findings, is_name, stays_inside};
 use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
@@ -98,3 +99,101 @@ pub const QUERY_KEYS: [&str; 11] = [
     "ReferringPhysicianName",
     "InstitutionName",
 ];
+
+/// Checks a DICOMweb server entry; `input` allows the search and the cache.
+pub(super) fn check(
+    key: &str,
+    server: &crate::spec::DicomWebServer,
+    input: bool,
+    out: &mut Findings,
+) {
+    let url = server.url.trim();
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    match rest {
+        None => out.add(
+            &format!("{key}.url"),
+            format!("{:?} is not an http:// or https:// URL", server.url),
+        ),
+        Some(rest)
+            if rest
+                .split('/')
+                .next()
+                .is_some_and(|host| host.contains('@')) =>
+        {
+            out.add(
+                &format!("{key}.url"),
+                "holds credentials; put them in an environment variable named by auth.env instead",
+            )
+        }
+        Some(rest) if rest.is_empty() || rest.starts_with('/') => {
+            out.add(&format!("{key}.url"), "has no host")
+        }
+        Some(_) => {}
+    }
+    if !(server.timeout_s.is_finite() && server.timeout_s > 0.0) {
+        out.add(
+            &format!("{key}.timeout_s"),
+            format!(
+                "{} s, expected a positive number of seconds",
+                server.timeout_s
+            ),
+        );
+    }
+    if server.retries > 10 {
+        out.add(
+            &format!("{key}.retries"),
+            format!(
+                "{} tries again is past the limit of 10 (the waits double each time)",
+                server.retries
+            ),
+        );
+    }
+    if let Some(auth) = &server.auth
+        && !is_name(&auth.env, &['_'])
+    {
+        out.add(
+            &format!("{key}.auth.env"),
+            format!(
+                "{:?} is not an environment variable name, expected letters, digits and '_'",
+                auth.env
+            ),
+        );
+    }
+    if !input {
+        if !server.query.is_empty() {
+            out.add(&format!("{key}.query"), "only used in input.dicomweb");
+        }
+        if server.cache.is_some() {
+            out.add(&format!("{key}.cache"), "only used in input.dicomweb");
+        }
+        return;
+    }
+    for (k, v) in &server.query {
+        let tag = k.len() == 8 && k.chars().all(|c| c.is_ascii_hexdigit());
+        if !tag && !crate::spec::QUERY_KEYS.contains(&k.as_str()) {
+            out.add(
+                &format!("{key}.query.{k}"),
+                format!(
+                    "not a study-level search attribute, expected one of {} or a tag as 8 hex digits",
+                    crate::spec::QUERY_KEYS.join(", ")
+                ),
+            );
+        }
+        if v.values().is_empty() || v.values().iter().any(|x| x.trim().is_empty()) {
+            out.add(
+                &format!("{key}.query.{k}"),
+                "empty value, expected the value to match",
+            );
+        }
+    }
+    if let Some(cache) = &server.cache
+        && !stays_inside(cache)
+    {
+        out.add(
+            &format!("{key}.cache"),
+            format!("{cache:?} escapes the run root, expected a relative folder inside it"),
+        );
+    }
+}

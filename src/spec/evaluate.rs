@@ -1,8 +1,12 @@
 //! `[evaluate]`: metrics comparing synthesized and real images.
 
+use std::collections::BTreeSet;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::PipelineFile;
+use super::check::{Findings, KeyPath};
 use super::synthesize::SplitName;
 
 /// A metric.
@@ -143,4 +147,90 @@ fn default_metrics() -> Vec<Metric> {
 }
 fn default_kid_subsets() -> [u32; 2] {
     [100, 1000]
+}
+
+// The semantic checks of this section (see `check.rs`).
+
+pub(super) fn check(file: &PipelineFile, out: &mut Findings) {
+    let Some(e) = &file.evaluate else { return };
+    if file.synthesize.is_none() {
+        out.add("evaluate", "[evaluate] compares synthesized images with real ones and needs a [synthesize] section");
+    }
+    if e.metrics.is_empty() {
+        out.add("evaluate.metrics", "empty, expected at least one metric");
+    }
+    let mut seen = BTreeSet::new();
+    for (i, m) in e.metrics.iter().enumerate() {
+        if !seen.insert(*m) {
+            out.add_at(
+                KeyPath::parse("evaluate.metrics").index(i),
+                format!("{m:?} is listed twice"),
+            );
+        }
+    }
+    if e.protocol == Protocol::Brasyn && !file.has_label() {
+        out.add(
+            "evaluate.protocol",
+            "\"brasyn\" measures SSIM inside and outside the tumour and needs input.label",
+        );
+    }
+    if let Some(r) = e.data_range {
+        out.positive("evaluate.data_range", r);
+    }
+    out.at_least_one("evaluate.kid_subsets[0]", e.kid_subsets[0]);
+    out.at_least_one("evaluate.kid_subsets[1]", e.kid_subsets[1]);
+    let mut seen = BTreeSet::new();
+    for (i, b) in e.baselines.iter().enumerate() {
+        if !seen.insert(*b) {
+            out.add_at(
+                KeyPath::parse("evaluate.baselines").index(i),
+                format!("{b:?} is listed twice"),
+            );
+        }
+    }
+    if e.baselines.contains(&super::Baseline::Unet) && file.train.is_none() {
+        out.add(
+            "evaluate.baselines",
+            "\"unet\" trains the model's UNet as the model is trained ([train]: epochs, batch, optimizer); add a [train] section or leave \"unet\" out",
+        );
+    }
+    if let Some(seg) = &e.segmentation {
+        if !file.has_label() {
+            out.add(
+                "evaluate.segmentation",
+                "downstream segmentation trains on the labels and needs input.label",
+            );
+        }
+        if file
+            .model
+            .as_ref()
+            .is_some_and(|m| m.task == crate::spec::Task::Generation)
+        {
+            out.add(
+                "evaluate.segmentation",
+                "task \"generation\" makes no image to segment a subject with; expected \"missing-modality\", \"translation\" or \"label-to-image\"",
+            );
+        }
+        let split = file.synthesize.as_ref().map(|s| s.split);
+        if file
+            .model
+            .as_ref()
+            .is_some_and(|m| m.task == crate::spec::Task::LabelToImage)
+            && !matches!(split, Some(SplitName::Train | SplitName::All))
+        {
+            out.add(
+                "evaluate.segmentation",
+                "for label-to-image it compares a network trained on real slices with one trained on real plus synthetic ones, which needs synthetic training subjects: set synthesize.split = \"train\" or \"all\"",
+            );
+        }
+        if file.train.is_none() && seg.epochs.is_none() {
+            out.add(
+                "evaluate.segmentation.epochs",
+                "missing, required when the file has no [train] to take the epochs from",
+            );
+        }
+        if let Some(n) = seg.epochs {
+            out.at_least_one("evaluate.segmentation.epochs", n);
+        }
+    }
 }

@@ -6,6 +6,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::DicomWebServer;
+use super::PipelineFile;
+use super::check::{
+    Findings, KeyPath, check_template, is_modality_name, is_orientation, unknown_modality,
+};
 
 /// The kind of data a pipeline reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -214,4 +218,245 @@ fn default_orientation() -> String {
 }
 fn default_tumour_fraction() -> f64 {
     0.5
+}
+
+// The semantic checks of this section (see `check.rs`).
+
+pub(super) fn check(file: &PipelineFile, out: &mut Findings) -> Vec<String> {
+    let input = &file.input;
+    let format = input.format;
+    let needs_root = matches!(
+        format,
+        InputFormat::Nifti | InputFormat::Dicom | InputFormat::Bids
+    );
+    match (&input.root, needs_root) {
+        (None, true) => out.add(
+            "input",
+            format!(
+                "missing field \"root\", required for format {:?}",
+                format_name(format)
+            ),
+        ),
+        (Some(_), false) => out.add(
+            "input.root",
+            match format {
+                InputFormat::Dicomweb => "not used with format \"dicomweb\", whose series come from input.dicomweb.url",
+                _ => "not used with format \"phantom\", which generates its subjects into the run folder",
+            },
+        ),
+        _ => {}
+    }
+    if input.subject_glob.trim().is_empty() {
+        out.add(
+            "input.subject_glob",
+            "empty glob, expected a pattern such as \"sub-*\"",
+        );
+    }
+    let dicom = matches!(format, InputFormat::Dicom | InputFormat::Dicomweb);
+    if !dicom && input.subjects != crate::spec::SubjectGrouping::Folder {
+        out.add(
+            "input.subjects",
+            "only used with formats \"dicom\" and \"dicomweb\"; other inputs have one folder per subject",
+        );
+    }
+    if format == InputFormat::Dicomweb && input.subjects == crate::spec::SubjectGrouping::Folder {
+        out.add(
+            "input.subjects",
+            "format \"dicomweb\" groups its series into subjects by header: expected \"patient\" or \"study\"",
+        );
+    }
+    if !dicom && format != InputFormat::Bids && input.prefer != crate::spec::Prefer::Error {
+        out.add(
+            "input.prefer",
+            "only used with formats \"dicom\", \"dicomweb\" and \"bids\"",
+        );
+    }
+    match (&input.dicomweb, format == InputFormat::Dicomweb) {
+        (None, true) => out.add(
+            "input",
+            "missing field \"dicomweb\", required for format \"dicomweb\" (e.g. dicomweb = { url = \"http://127.0.0.1:8042/dicom-web\" })",
+        ),
+        (Some(_), false) => out.add("input.dicomweb", "only used with format \"dicomweb\""),
+        (Some(server), true) => super::dicomweb::check("input.dicomweb", server, true, out),
+        (None, false) => {}
+    }
+    if input.subjects == crate::spec::SubjectGrouping::Folder {
+        for (key, set) in [
+            (
+                "input.pseudonym_key_file",
+                input.pseudonym_key_file.is_some(),
+            ),
+            ("input.pseudonym_map", input.pseudonym_map.is_some()),
+        ] {
+            if set {
+                out.add(key, "only used when input.subjects is \"patient\" or \"study\" (subjects named by pseudonym)");
+            }
+        }
+    }
+    if let Some(map) = &input.pseudonym_map
+        && std::path::Path::new(map).starts_with(file.output_dir())
+    {
+        out.add("input.pseudonym_map", format!("{map:?} lies inside the run folder {:?}; the map links pseudonyms to real identities, so it must be kept elsewhere", file.output_dir()));
+    }
+    if input.assume_geometry && !dicom {
+        out.add(
+            "input.assume_geometry",
+            "only used with formats \"dicom\" and \"dicomweb\"; NIfTI files and phantoms always carry geometry",
+        );
+    }
+    match format {
+        InputFormat::Nifti => {
+            if input.modalities.is_empty() {
+                out.add("input", "missing field \"modalities\", expected a table of modality = \"path template\" for format \"nifti\"");
+            }
+            if !input.series.is_empty() {
+                out.add(
+                    "input.series",
+                    "only used with format \"dicom\"; NIfTI modalities go in input.modalities",
+                );
+            }
+            for (name, template) in &input.modalities {
+                check_template(&format!("input.modalities.{name}"), template, out);
+            }
+        }
+        InputFormat::Bids => {
+            if input.modalities.is_empty() {
+                out.add("input", "missing field \"modalities\", expected a table of modality = \"entities_suffix\" (e.g. t1 = \"T1w\", t1ce = \"ce-gd_T1w\") for format \"bids\"");
+            }
+            if !input.series.is_empty() {
+                out.add(
+                    "input.series",
+                    "only used with formats \"dicom\" and \"dicomweb\"; BIDS modalities go in input.modalities",
+                );
+            }
+            for (name, pattern) in &input.modalities {
+                if let Err(e) = crate::names::bids::Pattern::parse(pattern) {
+                    out.add(&format!("input.modalities.{name}"), e);
+                }
+            }
+        }
+        InputFormat::Dicom | InputFormat::Dicomweb => {
+            if input.series.is_empty() {
+                out.add("input", format!("missing field \"series\", expected a table of modality = {{ modality, description }} for format {:?}", format_name(format)));
+            }
+            if !input.modalities.is_empty() {
+                out.add(
+                    "input.modalities",
+                    "only used with formats \"nifti\" and \"bids\"; DICOM series are matched by input.series",
+                );
+            }
+            for (name, m) in &input.series {
+                if m.modality.is_none() && m.description.is_none() {
+                    out.add(
+                        &format!("input.series.{name}"),
+                        "matches every series, expected \"modality\" and/or \"description\"",
+                    );
+                }
+            }
+        }
+        InputFormat::Phantom => {
+            if !input.modalities.is_empty() || !input.series.is_empty() || input.label.is_some() {
+                let key = if !input.modalities.is_empty() {
+                    "input.modalities"
+                } else if !input.series.is_empty() {
+                    "input.series"
+                } else {
+                    "input.label"
+                };
+                out.add(key, "not used with format \"phantom\", which provides t1, t1ce, t2, flair and a BraTS label");
+            }
+            if let Some(ph) = &input.phantom {
+                out.at_least_one("input.phantom.subjects", ph.subjects);
+                for (i, &n) in ph.shape.iter().enumerate() {
+                    if !(16..=1024).contains(&n) {
+                        out.add_at(
+                            KeyPath::parse("input.phantom.shape").index(i),
+                            format!("{n} voxels is out of range, expected 16 to 1024"),
+                        );
+                    }
+                }
+                match ph.spacing_mm {
+                    Spacing::Isotropic(s) => out.positive("input.phantom.spacing_mm", s),
+                    Spacing::PerAxis(s) => {
+                        for (i, v) in s.into_iter().enumerate() {
+                            if !(v.is_finite() && v > 0.0) {
+                                out.add_at(
+                                    KeyPath::parse("input.phantom.spacing_mm").index(i),
+                                    format!("{v} mm, expected a positive size"),
+                                );
+                            }
+                        }
+                    }
+                }
+                if !is_orientation(&ph.orientation) {
+                    out.add(
+                        "input.phantom.orientation",
+                        format!("{:?} is not an orientation code, expected three letters with one of R/L, one of A/P and one of S/I, such as \"LAS\" or \"LPS\"", ph.orientation),
+                    );
+                }
+                for (i, &t) in ph.tilt_deg.iter().enumerate() {
+                    if !(t.is_finite() && t.abs() <= 40.0) {
+                        out.add_at(
+                            KeyPath::parse("input.phantom.tilt_deg").index(i),
+                            format!("{t} degrees, expected -40 to 40 (past 45 an axis changes its orientation letter)"),
+                        );
+                    }
+                }
+                out.range(
+                    "input.phantom.tumour_fraction",
+                    ph.tumour_fraction,
+                    0.0,
+                    1.0,
+                    false,
+                );
+            }
+        }
+    }
+    if format != InputFormat::Phantom && input.phantom.is_some() {
+        out.add("input.phantom", "only used with format \"phantom\"");
+    }
+    match (&input.label, format) {
+        (Some(label), InputFormat::Bids) => {
+            if let Err(e) = crate::names::bids::Pattern::parse(label) {
+                out.add("input.label", e);
+            }
+        }
+        (Some(_), InputFormat::Dicom | InputFormat::Dicomweb) => out.add(
+            "input.label",
+            "not used with DICOM input; labels are read from NIfTI (format \"nifti\" or \"bids\")",
+        ),
+        (Some(label), _) => check_template("input.label", label, out),
+        (None, _) => {}
+    }
+    let declared = file.declared_modalities();
+    let table = match format {
+        InputFormat::Dicom | InputFormat::Dicomweb => "input.series",
+        _ => "input.modalities",
+    };
+    for name in &declared {
+        if !is_modality_name(name) {
+            out.add(&format!("{table}.{name}"), format!("{name:?} is not a valid modality name, expected lower-case letters, digits and '_'"));
+        }
+    }
+    if let Some(required) = &input.required {
+        for (i, name) in required.iter().enumerate() {
+            if !declared.contains(name) {
+                out.add_at(
+                    KeyPath::parse("input.required").index(i),
+                    unknown_modality(name, &declared),
+                );
+            }
+        }
+    }
+    declared
+}
+
+fn format_name(format: InputFormat) -> &'static str {
+    match format {
+        InputFormat::Nifti => "nifti",
+        InputFormat::Dicom => "dicom",
+        InputFormat::Phantom => "phantom",
+        InputFormat::Dicomweb => "dicomweb",
+        InputFormat::Bids => "bids",
+    }
 }

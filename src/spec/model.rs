@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use super::PipelineFile;
+use super::check::{Findings, KeyPath, unknown_modality};
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -374,4 +376,284 @@ fn default_n_dis() -> u32 {
 }
 fn default_attention_resolution() -> u32 {
     32
+}
+
+// The semantic checks of this section (see `check.rs`).
+
+pub(super) fn check(
+    file: &PipelineFile,
+    model: &ModelSection,
+    declared: &[String],
+    out: &mut Findings,
+) {
+    for (i, name) in model.inputs.iter().enumerate() {
+        if !declared.contains(name) {
+            out.add_at(
+                KeyPath::parse("model.inputs").index(i),
+                unknown_modality(name, declared),
+            );
+        }
+    }
+    if model.target.is_empty() {
+        out.add(
+            "model.target",
+            "empty, expected the modality (or modalities) to produce",
+        );
+    }
+    for (i, name) in model.target.iter().enumerate() {
+        let key = if model.target.0.len() == 1 {
+            KeyPath::parse("model.target")
+        } else {
+            KeyPath::parse("model.target").index(i)
+        };
+        if !declared.contains(&name.to_owned()) {
+            out.add_at(key, unknown_modality(name, declared));
+        } else if model.inputs.iter().any(|m| m == name) {
+            out.add_at(
+                key,
+                format!(
+                    "{name:?} is also among model.inputs, expected the target not to be an input"
+                ),
+            );
+        }
+    }
+    match model.task {
+        Task::Translation | Task::MissingModality => {
+            if model.inputs.is_empty() {
+                out.add(
+                    "model.inputs",
+                    format!(
+                        "empty, expected at least one input modality for task {:?}",
+                        task_name(model.task)
+                    ),
+                );
+            }
+            if model.target.0.len() > 1 {
+                out.add("model.target", "expected one target modality for this task");
+            }
+        }
+        Task::Generation | Task::LabelToImage => {
+            if !model.inputs.is_empty() {
+                out.add(
+                    "model.inputs",
+                    format!(
+                        "not used by task {:?}, which takes no input modality",
+                        task_name(model.task)
+                    ),
+                );
+            }
+        }
+    }
+    if model.task == Task::LabelToImage && !file.has_label() {
+        out.add(
+            "model.task",
+            "\"label-to-image\" needs a label volume, but input.label is not set",
+        );
+    }
+    out.range(
+        "model.modality_dropout",
+        model.modality_dropout,
+        0.0,
+        1.0,
+        true,
+    );
+    out.range("model.cond_dropout", model.cond_dropout, 0.0, 1.0, true);
+    match (model.kind, &model.diffusion, &model.gan) {
+        (ModelKind::Sagan, Some(_), _) => out.add(
+            "model.diffusion",
+            "only used with kind \"diffusion\", but model.kind is \"sagan\"",
+        ),
+        (ModelKind::Diffusion, _, Some(_)) => out.add(
+            "model.gan",
+            "only used with kind \"sagan\", but model.kind is \"diffusion\"",
+        ),
+        _ => {}
+    }
+    if let Some(d) = &model.diffusion {
+        if d.timesteps == 0 || d.timesteps > 10_000 {
+            out.add(
+                "model.diffusion.timesteps",
+                format!("{} is out of range, expected 1 to 10000", d.timesteps),
+            );
+        }
+        out.range("model.diffusion.beta_start", d.beta_start, 0.0, 1.0, true);
+        out.range("model.diffusion.beta_end", d.beta_end, 0.0, 1.0, true);
+        if d.beta_start >= d.beta_end {
+            out.add(
+                "model.diffusion.beta_end",
+                format!(
+                    "{} is not above beta_start = {}, expected beta_start < beta_end",
+                    d.beta_end, d.beta_start
+                ),
+            );
+        }
+    }
+    if let Some(g) = &model.gan {
+        out.at_least_one("model.gan.z_dim", g.z_dim);
+        out.at_least_one("model.gan.n_dis", g.n_dis);
+        if !(g.l1_weight.is_finite() && g.l1_weight >= 0.0) {
+            out.add(
+                "model.gan.l1_weight",
+                format!("{} is not allowed, expected a number >= 0", g.l1_weight),
+            );
+        }
+        out.at_least_one("model.gan.attention_resolution", g.attention_resolution);
+        if g.classes > 0 && model.task != Task::Generation {
+            out.add(
+                "model.gan.classes",
+                format!(
+                    "slice-position classes condition task \"generation\", but model.task is {:?}",
+                    task_name(model.task)
+                ),
+            );
+        }
+    }
+    if model.kind == ModelKind::Sagan && model.attention != crate::spec::AttentionConfig::default()
+    {
+        out.add(
+            "model.attention",
+            "configures the diffusion UNet's attention; with kind \"sagan\" the SAGAN attention blocks are placed by model.gan.attention_resolution",
+        );
+    }
+    if model.kind == ModelKind::Sagan
+        && let Some(size) = file.preprocess.size
+    {
+        let short = size[0].min(size[1]);
+        // The noise generator doubles the resolution at least once from a start of 4 pixels
+        // or more, so both sides must be even.
+        let even = size.iter().all(|n| n.is_multiple_of(2));
+        if model.task == Task::Generation && (short < 8 || !even) {
+            out.add(
+                "preprocess.size",
+                format!(
+                    "{size:?} does not suit the GAN generator, which doubles the resolution from a start of at least 4 pixels: expected both sides even and >= 8"
+                ),
+            );
+        } else if model.task != Task::Generation && short < 32 {
+            out.add(
+                "preprocess.size",
+                format!("{size:?} is too small for the PatchGAN discriminator (three stride-2 convs, then two 4x4 ones), expected both sides >= 32"),
+            );
+        }
+    }
+    check_unet(file, model, out);
+}
+
+fn task_name(task: Task) -> &'static str {
+    match task {
+        Task::Translation => "translation",
+        Task::MissingModality => "missing-modality",
+        Task::Generation => "generation",
+        Task::LabelToImage => "label-to-image",
+    }
+}
+
+fn check_unet(file: &PipelineFile, model: &ModelSection, out: &mut Findings) {
+    let u = &model.unet;
+    out.at_least_one("model.unet.base_channels", u.base_channels);
+    out.at_least_one("model.unet.res_blocks", u.res_blocks);
+    out.at_least_one("model.unet.groups", u.groups);
+    out.range("model.unet.dropout", u.dropout, 0.0, 1.0, true);
+    if u.channel_mult.is_empty() || u.channel_mult.len() > 7 {
+        out.add("model.unet.channel_mult", "expected 1 to 7 levels");
+        return;
+    }
+    for (i, &m) in u.channel_mult.iter().enumerate() {
+        let channels = u.base_channels * m;
+        if m == 0 {
+            out.add_at(
+                KeyPath::parse("model.unet.channel_mult").index(i),
+                "0 is not allowed, expected at least 1",
+            );
+        } else if model.kind == ModelKind::Diffusion
+            && u.groups > 0
+            && !channels.is_multiple_of(u.groups)
+        {
+            out.add_at(
+                KeyPath::parse("model.unet.channel_mult").index(i),
+                format!("level {i} has {channels} channels, which model.unet.groups = {} does not divide", u.groups),
+            );
+        }
+    }
+    // The GAN's noise generator doubles from a 4-pixel start instead of using the UNet levels.
+    let factor = if model.kind == ModelKind::Sagan && model.task == Task::Generation {
+        1
+    } else {
+        1u32 << (u.channel_mult.len() - 1)
+    };
+    let Some(size) = file.preprocess.size else {
+        out.add("preprocess", "missing field \"size\", required when [model] is present: every slice must have the same [rows, cols]");
+        return;
+    };
+    for (i, &n) in size.iter().enumerate() {
+        if !n.is_multiple_of(factor) {
+            out.add_at(
+                KeyPath::parse("preprocess.size").index(i),
+                format!(
+                    "{n} is not divisible by {factor}, the UNet's downsampling factor (2^{} for {} levels in model.unet.channel_mult)",
+                    u.channel_mult.len() - 1,
+                    u.channel_mult.len()
+                ),
+            );
+        }
+    }
+    let a = &model.attention;
+    // The GANs' attention is the SAGAN block, placed by model.gan.attention_resolution.
+    if a.kind == AttentionKind::None || model.kind == ModelKind::Sagan {
+        return;
+    }
+    out.at_least_one("model.attention.heads", a.heads);
+    let short = size[0].min(size[1]);
+    let levels: Vec<(u32, u32)> = u
+        .channel_mult
+        .iter()
+        .enumerate()
+        .map(|(i, &m)| (short >> i, u.base_channels * m))
+        .collect();
+    for (i, &r) in a.resolutions.iter().enumerate() {
+        let key = KeyPath::parse("model.attention.resolutions").index(i);
+        match levels.iter().find(|(res, _)| *res == r) {
+            None => out.add_at(
+                key,
+                format!(
+                    "{r} is not a UNet level resolution, expected one of {}",
+                    levels
+                        .iter()
+                        .map(|(res, _)| res.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+            Some((_, channels)) => {
+                if a.heads > 0 && !channels.is_multiple_of(a.heads) {
+                    out.add(
+                        "model.attention.heads",
+                        format!(
+                            "{} heads do not divide the {channels} channels at resolution {r}",
+                            a.heads
+                        ),
+                    );
+                }
+                // Both sides of the feature map at this level must split into windows.
+                let f = short / r.max(1);
+                let (rh, rw) = (size[0] / f.max(1), size[1] / f.max(1));
+                if let Some(w) = a.window
+                    && (w == 0 || !rh.is_multiple_of(w) || !rw.is_multiple_of(w))
+                {
+                    out.add(
+                        "model.attention.window",
+                        format!(
+                            "window {w} does not divide the {rh} x {rw} feature map at attention resolution {r}"
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    if a.window.is_some() && a.kind != AttentionKind::Tmsa {
+        out.add(
+            "model.attention.window",
+            "windowed attention is only available with kind \"tmsa\"",
+        );
+    }
 }

@@ -1,9 +1,14 @@
 //! `[output]`: what a run writes besides its slice store and checkpoints.
 
+use std::collections::BTreeSet;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::DicomWebServer;
+use super::PipelineFile;
+use super::check::{Findings, KeyPath, is_name};
+use crate::names::bids::{Pattern, default_suffix};
 
 /// A kind of written artifact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -113,4 +118,128 @@ fn default_formats() -> Vec<WriteFormat> {
 }
 fn default_true() -> bool {
     true
+}
+
+impl super::PipelineFile {
+    /// The BIDS entities and suffix a synthesized `modality` is written with:
+    /// `output.bids.suffixes`, else for BIDS input the modality's own pattern (when it has no
+    /// glob), else the usual one ([`default_suffix`]).
+    pub fn bids_suffix(&self, modality: &str) -> Option<String> {
+        if let Some(s) = self
+            .output
+            .bids
+            .as_ref()
+            .and_then(|b| b.suffixes.get(modality))
+        {
+            return Some(s.clone());
+        }
+        if self.input.format == super::InputFormat::Bids
+            && let Some(p) = self.input.modalities.get(modality)
+            && let Some(literal) = Pattern::parse(p).ok().and_then(|p| p.literal())
+        {
+            return Some(literal);
+        }
+        default_suffix(modality).map(str::to_owned)
+    }
+}
+
+// The semantic checks of this section (see `check.rs`).
+
+pub(super) fn check(file: &PipelineFile, out: &mut Findings) {
+    let o = &file.output;
+    let mut seen = BTreeSet::new();
+    for (i, f) in o.formats.iter().enumerate() {
+        if !seen.insert(format!("{f:?}")) {
+            out.add_at(
+                KeyPath::parse("output.formats").index(i),
+                format!("{f:?} is listed twice"),
+            );
+        }
+    }
+    let wants_nnunet = o.formats.contains(&WriteFormat::Nnunet);
+    match (&o.nnunet, wants_nnunet) {
+        (None, true) => out.add("output", "missing field \"nnunet\", required when output.formats has \"nnunet\" (e.g. nnunet = { id = 501, name = \"Phantom\" })"),
+        (Some(_), false) => out.add("output.nnunet", "set, but output.formats does not include \"nnunet\""),
+        _ => {}
+    }
+    if let Some(n) = &o.nnunet {
+        if !(1..=999).contains(&n.id) {
+            out.add(
+                "output.nnunet.id",
+                format!(
+                    "{} is out of range, expected a dataset number 1 to 999",
+                    n.id
+                ),
+            );
+        }
+        if !is_name(&n.name, &['-', '_']) {
+            out.add(
+                "output.nnunet.name",
+                format!(
+                    "{:?} is not a valid dataset name, expected letters, digits, '-' and '_'",
+                    n.name
+                ),
+            );
+        }
+    }
+    if let Some(server) = &o.dicomweb {
+        super::dicomweb::check("output.dicomweb", server, false, out);
+    }
+    let wants_bids = o.formats.contains(&WriteFormat::Bids);
+    if o.bids.is_some() && !wants_bids {
+        out.add(
+            "output.bids",
+            "set, but output.formats does not include \"bids\"",
+        );
+    }
+    if let Some(bids) = &o.bids {
+        for (m, pattern) in &bids.suffixes {
+            match crate::names::bids::Pattern::parse(pattern) {
+                Ok(p) if p.literal().is_none() => out.add(
+                    &format!("output.bids.suffixes.{m}"),
+                    format!("{pattern:?} has a glob; a file name needs plain labels"),
+                ),
+                Ok(_) => {}
+                Err(e) => out.add(&format!("output.bids.suffixes.{m}"), e),
+            }
+        }
+    }
+    if wants_bids && let Some(model) = &file.model {
+        for target in model.target.iter() {
+            if file.bids_suffix(target).is_none() {
+                out.add(
+                    "output.bids.suffixes",
+                    format!("no BIDS suffix for the synthesized modality {target:?}; add {target} = \"<entities>_<suffix>\" (e.g. \"T2w\")"),
+                );
+            }
+        }
+    }
+    if let Some(root) = &o.dicom_uid_root
+        && !is_uid_root(root)
+    {
+        out.add("output.dicom_uid_root", format!("{root:?} is not a UID root, expected digits and dots, no empty or zero-padded component, at most 40 characters"));
+    }
+}
+
+fn is_uid_root(root: &str) -> bool {
+    !root.is_empty()
+        && root.len() <= 40
+        && root.split('.').all(|c| {
+            !c.is_empty()
+                && c.chars().all(|d| d.is_ascii_digit())
+                && (c == "0" || !c.starts_with('0'))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_uid_root;
+
+    #[test]
+    fn uid_roots() {
+        assert!(is_uid_root("1.2.826.0.1.3680043.10.543"));
+        assert!(!is_uid_root("1.02.3"));
+        assert!(!is_uid_root("1..2"));
+        assert!(!is_uid_root("1.2.a"));
+    }
 }

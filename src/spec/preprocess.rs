@@ -1,5 +1,7 @@
 //! `[preprocess]`: the invertible steps between the source volumes and the slice store.
 
+use super::PipelineFile;
+use super::check::{Findings, KeyPath, is_orientation, unknown_modality};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -229,4 +231,104 @@ fn default_val() -> f64 {
 }
 fn default_test() -> f64 {
     0.1
+}
+
+// The semantic checks of this section (see `check.rs`).
+
+pub(super) fn check(file: &PipelineFile, declared: &[String], out: &mut Findings) {
+    let p = &file.preprocess;
+    if !is_orientation(&p.orientation) {
+        out.add(
+            "preprocess.orientation",
+            format!("{:?} is not an orientation code, expected three letters with one of R/L, one of A/P and one of S/I, such as \"RAS\" or \"LPS\"", p.orientation),
+        );
+    }
+    if let Some(spacing) = p.spacing_mm {
+        for (i, s) in spacing.iter().enumerate() {
+            if !(s.is_finite() && *s > 0.0) {
+                out.add_at(
+                    KeyPath::parse("preprocess.spacing_mm").index(i),
+                    format!("{s} mm is not allowed, expected a positive voxel size"),
+                );
+            }
+        }
+    }
+    if let Some(reference) = &p.reference
+        && !declared.contains(reference)
+    {
+        out.add(
+            "preprocess.reference",
+            unknown_modality(reference, declared),
+        );
+    }
+    if let Some(size) = p.size {
+        for (i, &n) in size.iter().enumerate() {
+            if !(8..=4096).contains(&n) {
+                out.add_at(
+                    KeyPath::parse("preprocess.size").index(i),
+                    format!("{n} pixels is out of range, expected 8 to 4096"),
+                );
+            }
+        }
+    }
+    let n = &p.normalize;
+    if n.method == NormalizeMethod::Percentile {
+        out.range("preprocess.normalize.low", n.low, 0.0, 100.0, false);
+        out.range("preprocess.normalize.high", n.high, 0.0, 100.0, false);
+        out.range("preprocess.normalize.tails", n.tails, 0.0, 0.5, true);
+        if n.low >= n.high {
+            out.add(
+                "preprocess.normalize.high",
+                format!(
+                    "{} is not above low = {}, expected low < high",
+                    n.high, n.low
+                ),
+            );
+        }
+    }
+    if !(n.range[0].is_finite() && n.range[1].is_finite() && n.range[0] < n.range[1]) {
+        out.add(
+            "preprocess.normalize.range",
+            format!(
+                "[{}, {}] is empty, expected [min, max] with min < max",
+                n.range[0], n.range[1]
+            ),
+        );
+    }
+    out.range(
+        "preprocess.slices.min_foreground",
+        p.slices.min_foreground,
+        0.0,
+        1.0,
+        false,
+    );
+    if p.slices.context > 8 {
+        out.add(
+            "preprocess.slices.context",
+            format!(
+                "{} neighbours per side is too many, expected 0 to 8",
+                p.slices.context
+            ),
+        );
+    }
+    let s = &p.split;
+    out.range("preprocess.split.train", s.train, 0.0, 1.0, false);
+    out.range("preprocess.split.val", s.val, 0.0, 1.0, false);
+    out.range("preprocess.split.test", s.test, 0.0, 1.0, false);
+    let sum = s.train + s.val + s.test;
+    if s.list.is_none() && (sum - 1.0).abs() > 1e-6 {
+        out.add(
+            "preprocess.split",
+            format!(
+                "train + val + test = {}, expected the fractions to add up to 1",
+                (sum * 1e6).round() / 1e6
+            ),
+        );
+    }
+    if file.train.is_some() && s.list.is_none() && s.train <= 0.0 {
+        out.add(
+            "preprocess.split.train",
+            "0 leaves no subject to train on, but [train] is present",
+        );
+    }
 }

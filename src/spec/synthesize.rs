@@ -1,5 +1,7 @@
 //! `[synthesize]`: applying a trained generator.
 
+use super::check::Findings;
+use super::{AttentionKind, ModelKind, PipelineFile, Task};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -148,4 +150,75 @@ fn default_variants() -> u32 {
 }
 fn default_batch() -> u32 {
     16
+}
+
+// The semantic checks of this section (see `check.rs`).
+
+pub(super) fn check(file: &PipelineFile, out: &mut Findings) {
+    let Some(s) = &file.synthesize else { return };
+    let Some(model) = &file.model else {
+        out.add("synthesize", "[synthesize] needs a [model] section");
+        return;
+    };
+    if file.train.is_none() && model.checkpoint.is_none() {
+        out.add("model", "missing field \"checkpoint\": [synthesize] needs a trained model, from [train] or model.checkpoint");
+    }
+    let timesteps = model.diffusion.as_ref().map_or(1000, |d| d.timesteps);
+    if s.sampler.steps == 0 || s.sampler.steps > timesteps {
+        out.add(
+            "synthesize.sampler.steps",
+            format!(
+                "{} is out of range, expected 1 to model.diffusion.timesteps = {timesteps}",
+                s.sampler.steps
+            ),
+        );
+    }
+    out.range("synthesize.sampler.eta", s.sampler.eta, 0.0, 1.0, false);
+    if !(s.guidance.sag.is_finite() && s.guidance.sag >= 0.0) {
+        out.add(
+            "synthesize.guidance.sag",
+            format!("{} is not allowed, expected a scale >= 0", s.guidance.sag),
+        );
+    }
+    out.positive(
+        "synthesize.guidance.sag_blur_sigma",
+        s.guidance.sag_blur_sigma,
+    );
+    if !(s.guidance.cfg.is_finite() && s.guidance.cfg >= 0.0) {
+        out.add(
+            "synthesize.guidance.cfg",
+            format!("{} is not allowed, expected a scale >= 0", s.guidance.cfg),
+        );
+    }
+    if s.guidance.sag > 0.0 {
+        if model.kind != ModelKind::Diffusion {
+            out.add(
+                "synthesize.guidance.sag",
+                "Self-Attention Guidance needs model.kind = \"diffusion\"",
+            );
+        } else if model.attention.kind == AttentionKind::None {
+            out.add("synthesize.guidance.sag", "Self-Attention Guidance reads attention maps, but model.attention.kind is \"none\"");
+        }
+    }
+    if s.guidance.cfg != 1.0 {
+        if model.task == Task::Generation {
+            out.add(
+                "synthesize.guidance.cfg",
+                "classifier-free guidance needs a condition, but task \"generation\" has none",
+            );
+        } else if model.cond_dropout == 0.0 {
+            out.add("synthesize.guidance.cfg", "classifier-free guidance needs a model trained with condition dropout, but model.cond_dropout is 0");
+        }
+    }
+    out.at_least_one("synthesize.variants", s.variants);
+    out.at_least_one("synthesize.batch_size", s.batch_size);
+    if let Some(t) = s.truncation {
+        if model.kind != ModelKind::Sagan {
+            out.add(
+                "synthesize.truncation",
+                "the truncation trick is for model.kind = \"sagan\"",
+            );
+        }
+        out.positive("synthesize.truncation", t);
+    }
 }

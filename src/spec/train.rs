@@ -4,6 +4,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::ModelKind;
+use super::PipelineFile;
+use super::check::Findings;
 
 /// Compute device.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -150,6 +152,17 @@ impl TrainSection {
             ModelKind::Sagan => [0.0, 0.9],
         })
     }
+
+    /// The learning rate of the supervised networks (baseline-unet, the segmentation
+    /// network): the diffusion model's default, whose backbone they share.
+    pub fn supervised_lr(&self) -> f64 {
+        self.lr.unwrap_or(2e-4)
+    }
+
+    /// Adam's betas for the supervised networks.
+    pub fn supervised_betas(&self) -> [f64; 2] {
+        self.betas.unwrap_or([0.9, 0.999])
+    }
 }
 
 fn default_epochs() -> u32 {
@@ -198,5 +211,67 @@ impl Default for AugmentConfig {
             scale: 0.0,
             intensity: 0.0,
         }
+    }
+}
+
+// The semantic checks of this section (see `check.rs`).
+
+pub(super) fn check(file: &PipelineFile, out: &mut Findings) {
+    let Some(t) = &file.train else { return };
+    if file.model.is_none() {
+        out.add("train", "[train] needs a [model] section to train");
+        return;
+    }
+    if file.model.as_ref().is_some_and(|m| m.checkpoint.is_some()) {
+        out.add(
+            "model.checkpoint",
+            "set together with [train]; expected either a checkpoint to apply or a [train] section",
+        );
+    }
+    out.at_least_one("train.epochs", t.epochs);
+    out.at_least_one("train.batch_size", t.batch_size);
+    out.at_least_one("train.checkpoint_every", t.checkpoint_every);
+    if let Some(lr) = t.lr {
+        out.positive("train.lr", lr);
+    }
+    out.positive("train.lr_d", t.lr_d);
+    if let Some([b1, b2]) = t.betas {
+        out.range("train.betas[0]", b1, 0.0, 1.0, true);
+        out.range("train.betas[1]", b2, 0.0, 1.0, true);
+    }
+    if !(t.weight_decay.is_finite() && t.weight_decay >= 0.0) {
+        out.add(
+            "train.weight_decay",
+            format!("{} is not allowed, expected a number >= 0", t.weight_decay),
+        );
+    }
+    if let Some(c) = t.grad_clip {
+        out.positive("train.grad_clip", c);
+    }
+    out.range("train.ema", t.ema, 0.0, 1.0, true);
+    out.range("train.augment.flip", t.augment.flip, 0.0, 1.0, false);
+    out.range(
+        "train.augment.rotate_deg",
+        t.augment.rotate_deg,
+        0.0,
+        180.0,
+        false,
+    );
+    out.range("train.augment.scale", t.augment.scale, 0.0, 1.0, true);
+    out.range(
+        "train.augment.intensity",
+        t.augment.intensity,
+        0.0,
+        1.0,
+        true,
+    );
+    if !t.device.is_built() {
+        out.add(
+            "train.device",
+            format!(
+                "\"{kind}\" needs medsynth built with `--features {kind}` (`medsynth devices` lists what this build has)",
+                kind = t.device.name()
+            ),
+        );
     }
 }

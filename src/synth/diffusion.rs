@@ -4,16 +4,14 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 use ndarray::{Array3, Array4};
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 
-use super::{Generator, SynthError, check_batch, to_array};
+use super::{Generator, SynthError, check_batch, host, to_array, with_rows};
+use crate::conditioning::Conditioning;
 use crate::dataset::ManifestRow;
 use crate::device::sampling_parts;
 use crate::models::diffusion::{ItemNoise, NoiseSchedule, Sampler, sample_chunked};
 use crate::models::{Guidance, Unet, attention_grid, guided_output, received_attention};
 use crate::spec::{SamplerKind, SynthesizeSection};
-use crate::train::diffusion::Conditioning;
 
 /// A trained diffusion model ready to sample.
 #[derive(Debug, Clone)]
@@ -48,25 +46,11 @@ pub fn sampling(section: &SynthesizeSection) -> (Sampler, Guidance) {
 impl DiffusionGenerator {
     /// The condition tensor for `slices` (inputs with availability masks, or the one-hot
     /// label), as in training without dropout; `None` for unconditional models.
-    fn condition(
-        &self,
-        slices: &Array4<f32>,
-        rows: &[&ManifestRow],
-    ) -> Result<Option<Tensor<4>>, SynthError> {
-        let (b, c, h, w) = slices.dim();
-        let available: Vec<Vec<bool>> = rows
-            .iter()
-            .map(|r| self.conditioning.available(r))
-            .collect();
-        let host: Vec<f32> = slices.iter().copied().collect();
-        // No dropout at sampling, so the generator is not used.
-        let mut unused = ChaCha8Rng::seed_from_u64(0);
-        let (_, cond) =
-            self.conditioning
-                .split(&host, [b, c, h, w], &available, false, &mut unused);
-        let k = self.conditioning.cond_channels();
-        Ok((k > 0)
-            .then(|| Tensor::<4>::from_data(TensorData::new(cond, [b, k, h, w]), &self.device)))
+    fn condition(&self, slices: &Array4<f32>, rows: &[&ManifestRow]) -> Option<Tensor<4>> {
+        let values = host(slices);
+        self.conditioning
+            .tensors(&with_rows(&values, rows), None, &self.device)
+            .cond
     }
 }
 
@@ -87,7 +71,7 @@ impl Generator for DiffusionGenerator {
     ) -> Result<Array4<f32>, SynthError> {
         let (b, _, h, w) = slices.dim();
         check_batch(b, rows.len(), seeds.len())?;
-        let cond = self.condition(slices, rows)?;
+        let cond = self.condition(slices, rows);
         let null = cond.as_ref().map(Tensor::zeros_like);
         let outputs = self.conditioning.targets.len();
         let part = |t: &Option<Tensor<4>>, items: &std::ops::Range<usize>| {
@@ -130,7 +114,7 @@ impl Generator for DiffusionGenerator {
         let run = || -> Result<Option<Array3<f32>>, SynthError> {
             let (b, o, h, w) = fake.dim();
             check_batch(b, rows.len(), seeds.len())?;
-            let cond = self.condition(slices, rows)?;
+            let cond = self.condition(slices, rows);
             let x0 = Tensor::<4>::from_data(
                 TensorData::new(fake.iter().copied().collect::<Vec<f32>>(), [b, o, h, w]),
                 &self.device,

@@ -7,11 +7,11 @@ use ndarray::{Array3, Array4};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::{Generator, SynthError, check_batch, to_array};
+use super::{Generator, SynthError, check_batch, host, to_array, with_rows};
+use crate::conditioning::{GanInputs, SliceClasses};
 use crate::dataset::ManifestRow;
 use crate::models::gan::{GanArch, GanGenerator, GanInput};
 use crate::models::{attention_grid, received_attention};
-use crate::train::gan::{GanInputs, SliceClasses, Slices};
 
 /// A trained GAN generator ready to apply.
 #[derive(Debug, Clone)]
@@ -33,22 +33,18 @@ impl SaganGenerator {
         rows: &[&ManifestRow],
         seeds: &[u64],
     ) -> Result<(Tensor<4>, Tensor<3>), SynthError> {
-        let (b, c, h, w) = slices.dim();
-        check_batch(b, rows.len(), seeds.len())?;
-        let host: Vec<f32> = slices.iter().copied().collect();
+        check_batch(slices.dim().0, rows.len(), seeds.len())?;
+        let values = host(slices);
+        let slices = with_rows(&values, rows);
         // Each slice's noise and latent from its own seed, so its output does not depend on
         // the batch it is in.
-        let per_slice = c * h * w;
-        let parts = (0..b)
-            .map(|n| {
-                let mut rng = ChaCha8Rng::seed_from_u64(seeds[n]);
-                let slice = Slices {
-                    values: &host[n * per_slice..(n + 1) * per_slice],
-                    dims: [1, c, h, w],
-                    rows: &rows[n..=n],
-                };
+        let parts = seeds
+            .iter()
+            .enumerate()
+            .map(|(n, &seed)| {
+                let mut rng = ChaCha8Rng::seed_from_u64(seed);
                 let (_, input) = self.inputs.build(
-                    slice,
+                    &slices.item(n),
                     &self.classes,
                     false,
                     self.truncation,

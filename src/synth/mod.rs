@@ -10,7 +10,7 @@ pub mod volumes;
 
 use ndarray::{Array3, Array4};
 
-use crate::dataset::ManifestRow;
+use crate::dataset::{ManifestRow, Slices};
 
 pub use diffusion::DiffusionGenerator;
 pub use gan::SaganGenerator;
@@ -112,6 +112,21 @@ pub fn load_weights<M: burn::module::Module>(
 }
 
 /// Checks that a batch of `b` slices comes with `rows` and `seeds` of its length.
+/// `slices` in row-major order, as [`Slices`] with their `rows` take them (a copy only when
+/// the array is not already in that order).
+pub fn host(slices: &Array4<f32>) -> ndarray::CowArray<'_, f32, ndarray::Ix4> {
+    slices.as_standard_layout()
+}
+
+/// The slices of `values` (from [`host`]) with their rows.
+pub fn with_rows<'a>(
+    values: &'a ndarray::CowArray<'_, f32, ndarray::Ix4>,
+    rows: &[&'a ManifestRow],
+) -> Slices<'a> {
+    let (b, c, h, w) = values.dim();
+    Slices::of(values.as_slice().unwrap_or_default(), [b, c, h, w], rows)
+}
+
 pub fn check_batch(b: usize, rows: usize, seeds: usize) -> Result<(), SynthError> {
     if rows != b || seeds != b {
         return Err(SynthError::Setup(format!(

@@ -1,13 +1,16 @@
-//! Training infrastructure shared by every generator: checkpoints that resume exactly, an
-//! exponential moving average of the weights, the learning-rate warm-up, the loss log
-//! (`train_log.parquet`) and the non-finite loss guard. [`diffusion`] is the diffusion trainer
-//! built on it; the self-attention GAN reuses the same pieces.
+//! Training: one loop ([`engine`]) with checkpoints that resume exactly, an exponential
+//! moving average of the weights, the learning-rate warm-up, the loss log
+//! (`train_log.parquet`) and the non-finite loss guard, and the networks it trains, each
+//! supplying only its step: the diffusion model ([`diffusion`]), the self-attention GAN
+//! ([`gan`]) and the supervised UNets ([`supervised`]: baseline-unet, segmentation).
 
 mod checkpoint;
 pub mod diffusion;
 mod ema;
+pub mod engine;
 pub mod gan_loss;
 mod log;
+pub mod regression;
 pub mod supervised;
 
 pub use checkpoint::{CheckpointState, Checkpoints};
@@ -25,7 +28,10 @@ use burn::store::ModuleRecord;
 
 use crate::fingerprint::{Keys, changes, describe};
 use crate::progress::Progress;
-use crate::spec::{ModelKind, OptimizerKind, TrainSection};
+use crate::spec::{OptimizerKind, TrainSection};
+
+/// The parts of a checkpoint folder of one network with its moving average.
+pub const PARTS: [&str; 4] = ["model.bpk", "ema.bpk", "optimizer.bpk", "state.json"];
 
 /// SplitMix64 of a seed and a stream number: the seed of step `s`'s random draws.
 pub(crate) fn stream(seed: u64, s: u64) -> u64 {
@@ -116,13 +122,13 @@ pub(crate) fn save_optimizer(
         .map_err(|e| format!("{name}: {e:?}"))
 }
 
-/// What of `[train]` a resumed run of a `kind` model must share with the checkpoint:
-/// everything but how long to train, how often to checkpoint and on which device, with the
-/// learning rate and betas resolved (so an explicit default equals an omitted one).
-pub(crate) fn resumable(train: &TrainSection, kind: ModelKind) -> serde_json::Value {
+/// What of `[train]` a resumed run must share with the checkpoint: everything but how long to
+/// train, how often to checkpoint and on which device, with the learning rate and betas
+/// resolved (`lr`, `betas`: so an explicit default equals an omitted one).
+pub(crate) fn resumable(train: &TrainSection, lr: f64, betas: [f64; 2]) -> serde_json::Value {
     let resolved = TrainSection {
-        lr: Some(train.lr_for(kind)),
-        betas: Some(train.betas_for(kind)),
+        lr: Some(lr),
+        betas: Some(betas),
         ..train.clone()
     };
     let mut v = serde_json::to_value(resolved).unwrap_or_default();

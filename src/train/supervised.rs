@@ -10,26 +10,24 @@
 //! (checkpoints that resume exactly, EMA, warm-up, the loss log, the non-finite guard) is the
 //! shared training infrastructure's.
 
-use std::path::PathBuf;
-use std::time::Instant;
+use std::path::{Path, PathBuf};
 
 use burn::module::Module;
-use burn::optim::GradientsParams;
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::{Device, Tensor, TensorData};
-use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use super::engine::{Engine, Losses, Network};
 use super::{
-    CheckpointState, Checkpoints, Ema, LogRow, TrainError, load_optimizer, load_part, optimizer,
-    progress_bar, resume_point, save_optimizer, save_part, stream, warmup_lr, write_log,
+    Checkpoints, TrainError, load_optimizer, load_part, optimizer, save_optimizer, save_part,
 };
-use crate::dataset::{Loader, ManifestRow, SliceSet};
+use crate::dataset::{Loader, ManifestRow, SliceSet, Slices};
 use crate::models::{Unet, UnetSpec, seeded};
-use crate::spec::{ModelKind, TrainSection};
+use crate::spec::TrainSection;
 
 /// The parts of a supervised checkpoint folder.
-pub const PARTS: [&str; 4] = ["model.bpk", "ema.bpk", "optimizer.bpk", "state.json"];
+pub const PARTS: [&str; 4] = super::PARTS;
 
 /// What the network is fitted to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -50,19 +48,12 @@ pub trait Examples {
     fn out_channels(&self) -> usize;
     /// Whether a stored slice can be learnt from.
     fn usable(&self, row: &ManifestRow) -> bool;
-    /// Input and target from slices `[B, C, H, W]` (host values, row-major) described by
-    /// `rows`; `train` applies training-time dropouts with `rng`.
+    /// Input and target (host values) from stored slices; `dropout` applies training-time
+    /// dropouts with draws from it.
     ///
     /// # Shapes
     /// -> (`[B, in_channels, H, W]`, `[B, out_channels, H, W]`)
-    fn split(
-        &self,
-        slices: &[f32],
-        dims: [usize; 4],
-        rows: &[&ManifestRow],
-        train: bool,
-        rng: &mut ChaCha8Rng,
-    ) -> (Vec<f32>, Vec<f32>);
+    fn split(&self, slices: &Slices, dropout: Option<&mut ChaCha8Rng>) -> (Vec<f32>, Vec<f32>);
     /// The settings a resumed run must keep.
     fn fingerprint(&self) -> serde_json::Value;
 }
@@ -77,6 +68,8 @@ pub struct SupervisedTrainer<'a> {
     pub checkpoints: Checkpoints,
     /// Where the loss log (parquet) goes.
     pub log: PathBuf,
+    /// Stop after this many optimizer steps in this call.
+    pub max_steps: Option<u64>,
     /// Show a progress bar.
     pub progress: bool,
 }
@@ -106,32 +99,21 @@ pub fn loss(objective: Objective, out: Tensor<4>, target: Tensor<4>) -> Tensor<1
 }
 
 impl SupervisedTrainer<'_> {
+    /// The loss of one batch, its inputs and targets uploaded once.
     fn batch_loss(
         &self,
         net: &Unet,
-        set: &SliceSet,
-        batch: &crate::dataset::Batch,
-        rng: &mut ChaCha8Rng,
-        train: bool,
+        slices: &Slices,
+        dropout: Option<&mut ChaCha8Rng>,
+        device: &Device,
     ) -> Tensor<1> {
-        let device = batch.slices.device();
-        let dims = batch.slices.dims();
-        let host = batch
-            .slices
-            .to_data()
-            .try_to_vec::<f32>()
-            .unwrap_or_default();
-        let rows: Vec<&ManifestRow> = batch.rows.iter().map(|&r| &set.rows[r]).collect();
-        let (input, target) = self.examples.split(&host, dims, &rows, train, rng);
-        let [b, _, h, w] = dims;
-        let input = Tensor::<4>::from_data(
-            TensorData::new(input, [b, self.examples.in_channels(), h, w]),
-            &device,
-        );
-        let target = Tensor::<4>::from_data(
-            TensorData::new(target, [b, self.examples.out_channels(), h, w]),
-            &device,
-        );
+        let (input, target) = self.examples.split(slices, dropout);
+        let [b, _, h, w] = slices.dims;
+        let upload = |values, channels| {
+            Tensor::<4>::from_data(TensorData::new(values, [b, channels, h, w]), device)
+        };
+        let input = upload(input, self.examples.in_channels());
+        let target = upload(target, self.examples.out_channels());
         let out = net.forward(input, &vec![0.0; b]).output;
         loss(self.objective, out, target)
     }
@@ -139,15 +121,12 @@ impl SupervisedTrainer<'_> {
     /// Mean loss over a set (no dropout, no gradients).
     pub fn evaluate(&self, net: &Unet, set: &SliceSet, device: &Device) -> Result<f64, TrainError> {
         let loader = Loader::in_order(set, self.train.batch_size as usize);
-        let mut rng = ChaCha8Rng::seed_from_u64(stream(self.seed, u64::MAX));
         let (mut total, mut n) = (0.0, 0.0);
-        for batch in loader.epoch(0, device) {
+        for batch in loader.epoch(0) {
             let batch = batch?;
             let b = batch.rows.len() as f64;
-            total += self
-                .batch_loss(net, set, &batch, &mut rng, false)
-                .into_scalar::<f32>() as f64
-                * b;
+            let loss = self.batch_loss(net, &batch.slices(set), None, device);
+            total += loss.into_scalar::<f32>() as f64 * b;
             n += b;
         }
         Ok(if n > 0.0 { total / n } else { f64::NAN })
@@ -168,105 +147,98 @@ impl SupervisedTrainer<'_> {
             ));
         }
         let val = val.map(|v| v.filter(|r| self.examples.usable(r)));
-        let ad = device.clone().autodiff();
-        let mut net = seeded(&ad, self.seed, |ad| self.spec.init(ad));
-        let kind = ModelKind::Diffusion;
-        let mut optim = optimizer(&self.train, self.train.betas_for(kind));
-        let mut ema = Ema::new(net.valid(), self.train.ema);
-        let mut log = super::read_log(&self.log).map_err(|e| TrainError::Setup(e.to_string()))?;
-        let loader = Loader::new(
-            &usable,
-            self.train.batch_size as usize,
-            self.train.augment.clone(),
-            self.seed,
-        );
-        let per_epoch = loader.batches() as u64;
-        let total = per_epoch * self.train.epochs as u64;
-        let total = self
-            .train
-            .max_steps
-            .map_or(total, |m| total.min(u64::from(m)));
-        let extra = serde_json::json!({
+        let fingerprint = serde_json::json!({
             "unet": self.spec,
             "objective": self.objective,
             "examples": self.examples.fingerprint(),
             "data": usable.digest(),
-            "train": super::resumable(&self.train, kind),
+            "train": super::resumable(
+                &self.train,
+                self.train.supervised_lr(),
+                self.train.supervised_betas(),
+            ),
         });
-        let (mut step, mut last) = (0u64, None);
-        let resumed = resume_point(&self.checkpoints, &self.log, self.seed, &extra)?;
-        if resumed.is_none() {
-            log.clear();
+        let engine = Engine {
+            train: &self.train,
+            seed: self.seed,
+            checkpoints: &self.checkpoints,
+            log: &self.log,
+            max_steps: self.max_steps,
+            progress: self.progress,
+        };
+        let mut net = Supervised::new(self, device);
+        let fitted = engine.fit(&mut net, &usable, val.as_ref(), fingerprint)?;
+        Ok((fitted.averaged, fitted.last_checkpoint))
+    }
+}
+
+/// A supervised UNet in training, with its optimizer.
+struct Supervised<'a, 'b> {
+    trainer: &'a SupervisedTrainer<'b>,
+    /// Held between steps; taken by the optimizer during one.
+    net: Option<Unet>,
+    optim: ModuleOptimizer,
+    device: Device,
+    autodiff: Device,
+}
+
+impl<'a, 'b> Supervised<'a, 'b> {
+    fn new(trainer: &'a SupervisedTrainer<'b>, device: &Device) -> Self {
+        let autodiff = device.clone().autodiff();
+        Supervised {
+            trainer,
+            net: Some(seeded(&autodiff, trainer.seed, |ad| trainer.spec.init(ad))),
+            optim: Self::optimizer(trainer),
+            device: device.clone(),
+            autodiff,
         }
-        if let Some((dir, state)) = resumed {
-            net = load_part(net, &dir, "model.bpk")?;
-            ema.model = load_part(ema.model.clone(), &dir, "ema.bpk")?;
-            optim = load_optimizer(optim, &dir, "optimizer.bpk")?;
-            step = state.step;
-            log.retain(|r| r.step <= step);
-            last = Some(dir);
-        }
-        let bar = progress_bar(self.progress, total);
-        bar.set_position(step);
-        let (started, first) = (Instant::now(), step);
-        while step < total {
-            let (epoch, index) = (step / per_epoch, (step % per_epoch) as usize);
-            let mut rng = ChaCha8Rng::seed_from_u64(stream(self.seed, step));
-            let Some(batch) = loader.batch(epoch, index, &ad)? else {
-                break;
-            };
-            let loss = self.batch_loss(&net, &usable, &batch, &mut rng, true);
-            let value = loss.clone().into_scalar::<f32>() as f64;
-            if !value.is_finite() {
-                bar.abandon();
-                return Err(TrainError::NonFinite {
-                    step,
-                    loss: value,
-                    checkpoint: last,
-                });
-            }
-            let lr = warmup_lr(self.train.lr_for(kind), self.train.warmup_steps, step);
-            let grads = GradientsParams::from_grads(loss.backward(), &net);
-            net = optim.step(lr, net, grads);
-            ema.update(&net.valid(), step);
-            step += 1;
-            let rate = (step - first) as f64 / started.elapsed().as_secs_f64().max(1e-9);
-            let val_loss = match &val {
-                Some(v) if step % per_epoch == 0 && !v.is_empty() => {
-                    Some(self.evaluate(&ema.model, v, device)?)
-                }
-                _ => None,
-            };
-            log.push(LogRow {
-                step,
-                epoch,
-                loss: value,
-                val_loss,
-                lr,
-                steps_per_s: rate,
-                d_loss: None,
-                gamma_g: None,
-                gamma_d: None,
-            });
-            bar.set_position(step);
-            bar.set_message(format!("loss {value:.4} {rate:.2} steps/s"));
-            if step % self.train.checkpoint_every.max(1) as u64 == 0 || step == total {
-                let state = CheckpointState {
-                    step,
-                    epoch: step / per_epoch.max(1),
-                    batch: step % per_epoch.max(1),
-                    seed: self.seed,
-                    extra: extra.clone(),
-                };
-                last = Some(self.checkpoints.save(&state, |dir| {
-                    save_part(&net, dir, "model.bpk")?;
-                    save_part(&ema.model, dir, "ema.bpk")?;
-                    save_optimizer(&optim, dir, "optimizer.bpk")
-                })?);
-                write_log(&self.log, &log).map_err(|e| TrainError::Setup(e.to_string()))?;
-            }
-        }
-        bar.finish();
-        Ok((ema.model, last))
+    }
+
+    fn optimizer(trainer: &SupervisedTrainer) -> ModuleOptimizer {
+        optimizer(&trainer.train, trainer.train.supervised_betas())
+    }
+
+    fn net(&self) -> &Unet {
+        self.net
+            .as_ref()
+            .expect("the network is held between steps")
+    }
+}
+
+impl Network for Supervised<'_, '_> {
+    type Weights = Unet;
+
+    fn step(&mut self, batch: &Slices, rng: &mut ChaCha8Rng, warm: f64) -> Losses {
+        let net = self.net.take().expect("the network is held between steps");
+        let loss = self
+            .trainer
+            .batch_loss(&net, batch, Some(rng), &self.autodiff);
+        let grads = GradientsParams::from_grads(loss.backward(), &net);
+        self.net = Some(self.optim.step(self.lr(warm), net, grads));
+        Losses::one(loss.detach())
+    }
+
+    fn weights(&self) -> Unet {
+        self.net().valid()
+    }
+
+    fn validate(&self, weights: &Unet, set: &SliceSet) -> Result<Option<f64>, TrainError> {
+        self.trainer.evaluate(weights, set, &self.device).map(Some)
+    }
+
+    fn save(&self, averaged: &Unet, dir: &Path) -> Result<(), String> {
+        save_part(self.net(), dir, "model.bpk")?;
+        save_part(averaged, dir, "ema.bpk")?;
+        save_optimizer(&self.optim, dir, "optimizer.bpk")
+    }
+
+    fn load(&mut self, averaged: Unet, dir: &Path) -> Result<Unet, TrainError> {
+        self.net = Some(load_part(self.net().clone(), dir, "model.bpk")?);
+        self.optim = load_optimizer(Self::optimizer(self.trainer), dir, "optimizer.bpk")?;
+        load_part(averaged, dir, "ema.bpk")
+    }
+
+    fn lr(&self, warm: f64) -> f64 {
+        self.trainer.train.supervised_lr() * warm
     }
 }

@@ -200,13 +200,12 @@ impl GanGenerator {
         (to_range(raw, range), map)
     }
 
-    /// γ of the attention block.
-    pub fn gamma(&self) -> f32 {
-        let g = match self {
+    /// γ of the attention block (on the device).
+    pub fn gamma(&self) -> Tensor<1> {
+        match self {
             GanGenerator::Noise(g) => g.gamma(),
             GanGenerator::Unet(g) => g.gamma(),
-        };
-        g.into_scalar::<f32>()
+        }
     }
 }
 
@@ -232,13 +231,12 @@ impl GanDiscriminator {
         }
     }
 
-    /// γ of the attention block.
-    pub fn gamma(&self) -> f32 {
-        let g = match self {
+    /// γ of the attention block (on the device).
+    pub fn gamma(&self) -> Tensor<1> {
+        match self {
             GanDiscriminator::Projection(d) => d.gamma(),
             GanDiscriminator::Patch(d) => d.gamma(),
-        };
-        g.into_scalar::<f32>()
+        }
     }
 }
 

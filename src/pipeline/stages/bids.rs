@@ -9,10 +9,12 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use crate::bids::{Pattern, subject_label, suffix_for};
-use crate::pipeline::context::{Run, now_rfc3339};
+use crate::bids::{Pattern, subject_label};
+use crate::pipeline::context::Run;
+use crate::pipeline::error::RunError;
 use crate::pipeline::handoff::Subjects;
-use crate::pipeline::{RunError, Stage};
+use crate::pipeline::stage::Stage;
+use crate::provenance::now_rfc3339;
 use crate::spec::{InputFormat, Task};
 
 fn failed(path: &Path, e: impl ToString) -> RunError {
@@ -122,7 +124,7 @@ pub fn run(run: &mut Run, subjects: &Subjects) -> Result<PathBuf, RunError> {
             continue;
         };
         let modality = name.trim_end_matches(".nii.gz");
-        let suffix = suffix_for(&file, modality).ok_or_else(|| {
+        let suffix = file.bids_suffix(modality).ok_or_else(|| {
             failed(
                 &tmp,
                 format!("no BIDS suffix for {modality}; set output.bids.suffixes.{modality}"),

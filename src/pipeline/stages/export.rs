@@ -23,9 +23,13 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
+use crate::pipeline::context::Run;
+use crate::pipeline::error::RunError;
+use crate::pipeline::handoff::Store;
 use crate::pipeline::handoff::{NnunetExport, Skip, Subjects};
-use crate::pipeline::{Run, RunError, Stage, Store, now_rfc3339};
+use crate::pipeline::stage::Stage;
 use crate::preprocess::{Interpolation, LABEL, SubjectInputs, resample_onto, same_grid};
+use crate::provenance::now_rfc3339;
 use crate::spec::{InputFormat, Task};
 use crate::volume::{Geometry, Volume, nifti, write_nifti};
 

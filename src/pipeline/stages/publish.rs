@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use crate::dicomweb::{Stored, store_series};
 use crate::pipeline::context::Run;
-use crate::pipeline::{RunError, Stage};
+use crate::pipeline::error::RunError;
+use crate::pipeline::stage::Stage;
 use crate::spec::DicomWebServer;
 
 /// Stores every synthesized series of `run` (the folders its `synthetic-volume` DICOM files

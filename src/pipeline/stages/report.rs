@@ -10,11 +10,15 @@ use ndarray::s;
 
 use crate::dataset::{ManifestRow, SliceSet, read_shard};
 use crate::pipeline::comparison;
+use crate::pipeline::context::Run;
+use crate::pipeline::error::RunError;
+use crate::pipeline::handoff::Store;
 use crate::pipeline::handoff::{
     Evaluation, NnunetExport, Skip, Synthesized, attention_maps, counts, report_positions,
 };
 use crate::pipeline::model::clip_range;
-use crate::pipeline::{Run, RunError, Stage, Store, now_rfc3339};
+use crate::pipeline::stage::Stage;
+use crate::provenance::now_rfc3339;
 use crate::report::{Block, Document, Picture, Section, grey, grid, heat, overlay};
 use crate::spec::SplitName;
 

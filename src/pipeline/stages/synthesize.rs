@@ -24,12 +24,16 @@ use crate::dataset::{
     ManifestRow, SliceSet, read_shard, shard_metadata, shard_shape, write_manifest, write_shard,
 };
 use crate::fingerprint::{Fingerprint, Stamp, Verdict};
+use crate::pipeline::context::Run;
+use crate::pipeline::error::RunError;
+use crate::pipeline::handoff::Store;
 use crate::pipeline::handoff::{Action, Subjects, Synthesized, attention_maps, report_positions};
 use crate::pipeline::model::generator;
+use crate::pipeline::stage::Stage;
 use crate::pipeline::write::{files_of, write_formats};
-use crate::pipeline::{Run, RunError, Stage, Store, now_rfc3339, sha256_file};
 use crate::preprocess::LABEL;
 use crate::progress::Progress;
+use crate::provenance::{now_rfc3339, sha256_file};
 use crate::spec::{PipelineFile, SplitName, WriteFormat};
 use crate::synth::volumes::{Scale, to_original_grid};
 use crate::synth::{Generator, slice_seed, subject_seed};
@@ -65,7 +69,7 @@ pub fn run(
         s => Some(s.as_str()),
     };
     let set = store.load(split).map_err(|e| failed(&store.dir, e))?;
-    let generator = generator(&file, &set, checkpoint, run.dir())?;
+    let generator = generator(&file, &set, checkpoint, &run.device(Stage::Synthesize)?)?;
     let checkpoint_sha = sha256_file(&checkpoint.join("ema.bpk")).unwrap_or_default();
     let targets = generator.targets();
     let batch_size = section.batch_size.max(1) as usize;

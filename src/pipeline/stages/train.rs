@@ -12,9 +12,13 @@ use burn::tensor::Device;
 
 use crate::dataset::SliceSet;
 use crate::fingerprint::{Fingerprint, Keys, Stamp, Verdict, changes, describe};
+use crate::pipeline::context::Run;
+use crate::pipeline::error::RunError;
 use crate::pipeline::handoff::Action;
-use crate::pipeline::model::{device, diffusion_trainer, gan_trainer};
-use crate::pipeline::{Run, RunError, Stage, Store, now_rfc3339, sha256_file};
+use crate::pipeline::handoff::Store;
+use crate::pipeline::model::{diffusion_trainer, gan_trainer};
+use crate::pipeline::stage::Stage;
+use crate::provenance::{now_rfc3339, sha256_file};
 use crate::spec::{ModelKind, ModelSection, PipelineFile};
 use crate::train::{CheckpointState, Checkpoints, TrainError};
 
@@ -84,8 +88,7 @@ pub fn run(run: &mut Run, store: &Store) -> Result<PathBuf, RunError> {
     let set =
         SliceSet::load(&store.dir, Some("train")).map_err(|e| fail(&store.dir, e.to_string()))?;
     let val = SliceSet::load(&store.dir, Some("val")).ok();
-    let train_section = file.train.clone().unwrap_or_default();
-    let device = device(train_section.device).map_err(|e| fail(&run.plan.source, e))?;
+    let device = run.device(Stage::Train)?;
     tracing::info!(
         val = val.as_ref().map_or(0, SliceSet::len),
         "validation slices"

@@ -3,8 +3,11 @@
 
 use super::{Scoring, by_subject, failed, metric_method, pick};
 use crate::dataset::{ManifestRow, SliceSet};
+use crate::pipeline::context::Run;
+use crate::pipeline::error::RunError;
+use crate::pipeline::handoff::Store;
 use crate::pipeline::handoff::{MetricRow, Subjects};
-use crate::pipeline::{Run, RunError, Store};
+use crate::pipeline::stage::Stage;
 use crate::segmentation::{Segmenter, subject_dice};
 
 /// Downstream segmentation (`evaluate.segmentation`): a segmentation network trained on the
@@ -22,8 +25,7 @@ pub(super) fn dice_rows(
     };
     let file = &scoring.file;
     let train_section = file.train.clone().unwrap_or_default();
-    let device = crate::pipeline::model::device(train_section.device)
-        .map_err(|e| failed(&run.plan.source, e))?;
+    let device = run.device(Stage::Evaluate)?;
     let train = SliceSet::load(&store.dir, Some("train")).map_err(|e| failed(&store.dir, e))?;
     let val = SliceSet::load(&store.dir, Some("val")).ok();
     let dir = run.dir().join("segmentation");

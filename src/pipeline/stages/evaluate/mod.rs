@@ -20,8 +20,12 @@ use polars::prelude::{Column, DataFrame};
 
 use crate::dataset::{ManifestRow, SliceSet, write_parquet};
 use crate::fingerprint::{Fingerprint, Stamp, Verdict};
+use crate::pipeline::context::Run;
+use crate::pipeline::error::RunError;
 use crate::pipeline::handoff::{Action, Evaluation, MetricRow, Subjects, metric_name};
-use crate::pipeline::{Run, RunError, Stage, Store, Synthesized, now_rfc3339, sha256_file};
+use crate::pipeline::handoff::{Store, Synthesized};
+use crate::pipeline::stage::Stage;
+use crate::provenance::{now_rfc3339, sha256_file};
 use crate::spec::{Baseline, Metric, SplitName};
 use crate::synth::baseline::{HistogramBaseline, RegressionBaseline};
 use crate::synth::unet_baseline::UnetBaseline;
@@ -189,17 +193,21 @@ fn scoring(
             let dir = run.dir().join("baselines").join("unet");
             let val = SliceSet::load(&store.dir, Some("val")).ok();
             let train_section = file.train.clone().unwrap_or_default();
-            let device = crate::pipeline::model::device(train_section.device)
-                .map_err(|e| failed(&run.plan.source, e))?;
-            let fitted = UnetBaseline::fit(
+            let device = run.device(Stage::Evaluate)?;
+            let (net, conditioning) = crate::train::regression::fit(
                 model,
                 &train_section,
-                file.pipeline.seed,
+                crate::synth::unit_seed(file.pipeline.seed, "baseline-unet"),
                 (&train, val.as_ref()),
                 &dir,
                 &device,
             )
-            .map_err(|e| failed(&dir, e))?;
+            .map_err(|e| failed(&dir, format!("baseline-unet: {e}")))?;
+            let fitted = UnetBaseline {
+                net,
+                conditioning,
+                device,
+            };
             methods.push((Baseline::Unet.method().into(), Some(Box::new(fitted))));
         }
     }
@@ -497,6 +505,7 @@ fn finish(
     if let (Some(w), false) = (&weights, set_level.is_empty()) {
         rows.extend(set_level_rows(
             &file,
+            &run.device(Stage::Evaluate)?,
             &section,
             &set_level,
             w,

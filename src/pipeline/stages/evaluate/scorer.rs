@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use super::{Scoring, failed};
 use crate::metrics::protocol::{Score, brasyn_clip, score_regions};
-use crate::pipeline::RunError;
+use crate::pipeline::error::RunError;
 use crate::pipeline::handoff::{MetricRow, metric_name};
 
 /// The subject's foreground on the target's original grid, as preprocessing finds it: the

@@ -5,8 +5,9 @@ use std::path::Path;
 use super::{Method, failed, pick};
 use crate::dataset::SliceSet;
 use crate::metrics::inception::{FidInception, distances, slice_features, value_range};
+use crate::pipeline::error::RunError;
+use crate::pipeline::handoff::Store;
 use crate::pipeline::handoff::{MetricRow, metric_name};
-use crate::pipeline::{RunError, Store};
 use crate::spec::Metric;
 
 /// Slices per Inception pass: features are computed a chunk at a time, so memory does not
@@ -32,9 +33,11 @@ fn chunked_features(
 }
 
 /// FID and KID of every method against the real slices of the split, over Inception
-/// features computed a chunk at a time; `w` is the weights file.
+/// features computed a chunk at a time on `device`; `w` is the weights file.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn set_level_rows(
     file: &crate::spec::PipelineFile,
+    device: &burn::tensor::Device,
     section: &crate::spec::EvaluateSection,
     set_level: &[Metric],
     w: &Path,
@@ -46,10 +49,7 @@ pub(super) fn set_level_rows(
         return Ok(Vec::new());
     };
     let mut rows = Vec::new();
-    // The run's device (train.device), as for training and synthesis.
-    let kind = file.train.clone().unwrap_or_default().device;
-    let device = crate::device::open(kind).map_err(|e| failed(w, e))?;
-    let net = FidInception::load(w, &device).map_err(|e| failed(w, e))?;
+    let net = FidInception::load(w, device).map_err(|e| failed(w, e))?;
     let clip = crate::pipeline::model::clip_range(file);
     let seed = crate::synth::unit_seed(file.pipeline.seed, "evaluate/kid");
     for (t, target) in model.target.iter().enumerate() {
@@ -82,7 +82,7 @@ pub(super) fn set_level_rows(
             }
         };
         tracing::info!(%target, slices = with_target.len(), "Inception features of the real slices");
-        let real_features = chunked_features(&net, &with_target, real_images, range, &device, w)?;
+        let real_features = chunked_features(&net, &with_target, real_images, range, device, w)?;
         let every: Vec<usize> = (0..real_set.len()).collect();
         for (method, generator) in methods {
             let fake_features = match generator {
@@ -92,7 +92,7 @@ pub(super) fn set_level_rows(
                         fake_set.gather_channel(rows, t).map_err(|e| e.to_string())
                     };
                     tracing::info!(%method, %target, slices = all.len(), "Inception features");
-                    chunked_features(&net, &all, images, range, &device, w)?
+                    chunked_features(&net, &all, images, range, device, w)?
                 }
                 Some(g) if g.targets().first().map(String::as_str) == Some(target) => {
                     let images = |rows: &[usize]| {
@@ -103,7 +103,7 @@ pub(super) fn set_level_rows(
                         Ok(out.slice_move(ndarray::s![.., 0..1, .., ..]))
                     };
                     tracing::info!(%method, %target, slices = every.len(), "Inception features");
-                    chunked_features(&net, &every, images, range, &device, w)?
+                    chunked_features(&net, &every, images, range, device, w)?
                 }
                 Some(_) => continue,
             };

@@ -1,7 +1,7 @@
 //! BIDS file names: `sub-01_ses-pre_acq-fast_run-2_T1w.nii.gz` is the entities `sub`, `ses`,
 //! `acq`, `run` with their labels, the suffix `T1w` and the extension `.nii.gz`.
 
-use crate::preprocess::glob_match;
+use super::glob_match;
 
 /// A parsed BIDS file name.
 #[derive(Debug, Clone, PartialEq, Eq)]
