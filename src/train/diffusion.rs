@@ -8,16 +8,13 @@
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
-use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::optim::ModuleOptimizer;
 use burn::tensor::{Device, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::engine::{Engine, Losses, Network};
-use super::{
-    Checkpoints, LogRow, TrainError, load_optimizer, load_part, optimizer, resumable,
-    save_optimizer, save_part, stream,
-};
+use super::engine::{Engine, Losses, Network, Optimized};
+use super::{Checkpoints, LogRow, TrainError, load_part, optimizer, resumable, save_part, stream};
 use crate::conditioning::{Conditioned, Conditioning};
 use crate::dataset::{Loader, SliceSet, Slices};
 use crate::models::diffusion::{NoiseSchedule, gaussian};
@@ -144,23 +141,20 @@ impl DiffusionTrainer {
     }
 
     fn engine(&self) -> Engine<'_> {
-        Engine {
-            train: &self.train,
-            seed: self.seed,
-            checkpoints: &self.checkpoints,
-            log: &self.log,
-            max_steps: self.max_steps,
-            progress: self.progress,
-        }
+        Engine::new(
+            &self.train,
+            self.seed,
+            (&self.checkpoints, &self.log),
+            self.max_steps,
+            self.progress,
+        )
     }
 }
 
 /// The diffusion network in training: the UNet with gradients and its optimizer.
 struct Diffusion<'a> {
     trainer: &'a DiffusionTrainer,
-    /// Held between steps; taken by the optimizer during one.
-    net: Option<Unet>,
-    optim: ModuleOptimizer,
+    unet: Optimized<Unet>,
     device: Device,
     autodiff: Device,
 }
@@ -171,20 +165,17 @@ impl<'a> Diffusion<'a> {
         let net = seeded(&autodiff, trainer.seed, |ad| trainer.spec.init(ad));
         Diffusion {
             trainer,
-            net: Some(net),
-            optim: optimizer(
-                &trainer.train,
-                trainer.train.betas_for(ModelKind::Diffusion),
-            ),
+            unet: Optimized::new(net, Self::optimizer(trainer)),
             device: device.clone(),
             autodiff,
         }
     }
 
-    fn net(&self) -> &Unet {
-        self.net
-            .as_ref()
-            .expect("the network is held between steps")
+    fn optimizer(trainer: &DiffusionTrainer) -> ModuleOptimizer {
+        optimizer(
+            &trainer.train,
+            trainer.train.betas_for(ModelKind::Diffusion),
+        )
     }
 }
 
@@ -192,15 +183,15 @@ impl Network for Diffusion<'_> {
     type Weights = Unet;
 
     fn step(&mut self, batch: &Slices, rng: &mut ChaCha8Rng, warm: f64) -> Losses {
-        let net = self.net.take().expect("the network is held between steps");
-        let loss = self.trainer.loss(&net, batch, rng, true, &self.autodiff);
-        let grads = GradientsParams::from_grads(loss.backward(), &net);
-        self.net = Some(self.optim.step(self.lr(warm), net, grads));
-        Losses::one(loss.detach())
+        let (trainer, autodiff) = (self.trainer, &self.autodiff);
+        let loss = self.unet.step(self.lr(warm), |net| {
+            trainer.loss(net, batch, rng, true, autodiff)
+        });
+        Losses::one(loss)
     }
 
     fn weights(&self) -> Unet {
-        self.net().valid()
+        self.unet.net().valid()
     }
 
     fn validate(&self, weights: &Unet, set: &SliceSet) -> Result<Option<f64>, TrainError> {
@@ -208,19 +199,13 @@ impl Network for Diffusion<'_> {
     }
 
     fn save(&self, averaged: &Unet, dir: &Path) -> Result<(), String> {
-        save_part(self.net(), dir, "model.bpk")?;
         save_part(averaged, dir, "ema.bpk")?;
-        save_optimizer(&self.optim, dir, "optimizer.bpk")
+        self.unet.save(dir, "model.bpk", "optimizer.bpk")
     }
 
     fn load(&mut self, averaged: Unet, dir: &Path) -> Result<Unet, TrainError> {
-        let net = load_part(self.net().clone(), dir, "model.bpk")?;
-        self.net = Some(net);
-        let optim = optimizer(
-            &self.trainer.train,
-            self.trainer.train.betas_for(ModelKind::Diffusion),
-        );
-        self.optim = load_optimizer(optim, dir, "optimizer.bpk")?;
+        let fresh = Self::optimizer(self.trainer);
+        self.unet.load(dir, ("model.bpk", "optimizer.bpk"), fresh)?;
         load_part(averaged, dir, "ema.bpk")
     }
 

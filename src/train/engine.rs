@@ -16,13 +16,14 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::Module;
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::Tensor;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::{
-    CheckpointState, Checkpoints, Ema, LogRow, TrainError, progress_bar, read_log, resume_point,
-    stream, warmup_lr, write_log,
+    CheckpointState, Checkpoints, Ema, LogRow, TrainError, load_optimizer, load_part, progress_bar,
+    read_log, resume_point, save_optimizer, save_part, stream, warmup_lr, write_log,
 };
 use crate::dataset::{Loader, SliceSet, Slices};
 use crate::spec::TrainSection;
@@ -114,6 +115,78 @@ pub struct Fitted<W> {
     pub averaged: W,
     pub log: Vec<LogRow>,
     pub last_checkpoint: Option<PathBuf>,
+}
+
+impl<'a> Engine<'a> {
+    /// Training as `train` asks, seeded by `seed`, checkpointing into `checkpoints` and
+    /// logging losses to `log`; `max_steps` stops this call early, `progress` shows a bar.
+    pub fn new(
+        train: &'a TrainSection,
+        seed: u64,
+        (checkpoints, log): (&'a Checkpoints, &'a Path),
+        max_steps: Option<u64>,
+        progress: bool,
+    ) -> Self {
+        Engine {
+            train,
+            seed,
+            checkpoints,
+            log,
+            max_steps,
+            progress,
+        }
+    }
+}
+
+/// A network with gradients and its optimizer, as a [`Network`] holds each of its parts.
+pub struct Optimized<M> {
+    /// Held between steps; taken by the optimizer during one.
+    net: Option<M>,
+    optim: ModuleOptimizer,
+}
+
+const HELD: &str = "the network is held between steps";
+
+impl<M: Module> Optimized<M> {
+    pub fn new(net: M, optim: ModuleOptimizer) -> Self {
+        Optimized {
+            net: Some(net),
+            optim,
+        }
+    }
+
+    /// The network (with gradients).
+    pub fn net(&self) -> &M {
+        self.net.as_ref().expect(HELD)
+    }
+
+    /// One optimizer step at `lr` on `loss(network)`; returns the loss, detached.
+    pub fn step(&mut self, lr: f64, loss: impl FnOnce(&M) -> Tensor<1>) -> Tensor<1> {
+        let net = self.net.take().expect(HELD);
+        let value = loss(&net);
+        let grads = GradientsParams::from_grads(value.backward(), &net);
+        self.net = Some(self.optim.step(lr, net, grads));
+        value.detach()
+    }
+
+    /// Writes the network (`valid()`, which syncs running states such as power-iteration
+    /// vectors and batch-norm statistics) as the part `model` and the optimizer as `optim`.
+    pub fn save(&self, dir: &Path, model: &str, optim: &str) -> Result<(), String> {
+        save_part(&self.net().valid(), dir, model)?;
+        save_optimizer(&self.optim, dir, optim)
+    }
+
+    /// Reads what [`Optimized::save`] wrote; `fresh` is a new optimizer to load state into.
+    pub fn load(
+        &mut self,
+        dir: &Path,
+        (model, optim): (&str, &str),
+        fresh: ModuleOptimizer,
+    ) -> Result<(), TrainError> {
+        self.net = Some(load_part(self.net().clone(), dir, model)?);
+        self.optim = load_optimizer(fresh, dir, optim)?;
+        Ok(())
+    }
 }
 
 /// A step whose losses have not been read yet.

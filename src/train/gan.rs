@@ -22,17 +22,14 @@
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
-use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::optim::ModuleOptimizer;
 use burn::tensor::Device;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::engine::{Engine, Losses, Network};
+use super::engine::{Engine, Losses, Network, Optimized};
 use super::gan_loss::{discriminator_hinge, generator_hinge, l1};
-use super::{
-    Checkpoints, LogRow, TrainError, load_optimizer, load_part, optimizer, resumable,
-    save_optimizer, save_part, stream,
-};
+use super::{Checkpoints, LogRow, TrainError, load_part, optimizer, resumable, save_part, stream};
 use crate::conditioning::{GanInputs, SliceClasses};
 use crate::dataset::{Loader, SliceSet, Slices};
 use crate::models::gan::{GanDiscriminator, GanGenerator, GanSpec};
@@ -117,9 +114,34 @@ impl GanTrainer {
         val: Option<&SliceSet>,
         device: &Device,
     ) -> Result<GanTrained, TrainError> {
+        let usable = self
+            .inputs
+            .conditioning
+            .usable(set)
+            .map_err(TrainError::Setup)?;
+        let engine = Engine::new(
+            &self.train,
+            self.seed,
+            (&self.checkpoints, &self.log),
+            self.max_steps,
+            self.progress,
+        );
+        let mut pair = Pair::new(self, &usable, device);
+        let fitted = engine.fit(&mut pair, &usable, val, self.fingerprint(&usable))?;
+        Ok(GanTrained {
+            generator: pair.weights(),
+            ema: fitted.averaged,
+            discriminator: pair.d.net().valid(),
+            log: fitted.log,
+            last_checkpoint: fitted.last_checkpoint,
+        })
+    }
+
+    /// What a checkpoint records and a resumed run must share: both networks' shape, the
+    /// conditioning, the training slices, `[model.gan]` and `[train]`.
+    fn fingerprint(&self, usable: &SliceSet) -> serde_json::Value {
         let conditioning = &self.inputs.conditioning;
-        let usable = conditioning.usable(set).map_err(TrainError::Setup)?;
-        let fingerprint = serde_json::json!({
+        serde_json::json!({
             "gan": self.spec(),
             "label_classes": conditioning.label.map(|(_, k)| k),
             "conditioning": conditioning.fingerprint(),
@@ -130,23 +152,6 @@ impl GanTrainer {
                 self.train.lr_for(ModelKind::Sagan),
                 self.train.betas_for(ModelKind::Sagan),
             ),
-        });
-        let engine = Engine {
-            train: &self.train,
-            seed: self.seed,
-            checkpoints: &self.checkpoints,
-            log: &self.log,
-            max_steps: self.max_steps,
-            progress: self.progress,
-        };
-        let mut pair = Pair::new(self, &usable, device);
-        let fitted = engine.fit(&mut pair, &usable, val, fingerprint)?;
-        Ok(GanTrained {
-            generator: pair.weights(),
-            ema: fitted.averaged,
-            discriminator: pair.d().valid(),
-            log: fitted.log,
-            last_checkpoint: fitted.last_checkpoint,
         })
     }
 }
@@ -155,16 +160,11 @@ impl GanTrainer {
 struct Pair<'a> {
     trainer: &'a GanTrainer,
     classes: SliceClasses,
-    /// Both held between steps; taken by the optimizers during one.
-    g: Option<GanGenerator>,
-    d: Option<GanDiscriminator>,
-    optim_g: ModuleOptimizer,
-    optim_d: ModuleOptimizer,
+    g: Optimized<GanGenerator>,
+    d: Optimized<GanDiscriminator>,
     device: Device,
     autodiff: Device,
 }
-
-const HELD: &str = "the networks are held between steps";
 
 impl<'a> Pair<'a> {
     fn new(trainer: &'a GanTrainer, usable: &SliceSet, device: &Device) -> Self {
@@ -177,10 +177,8 @@ impl<'a> Pair<'a> {
         Pair {
             trainer,
             classes: SliceClasses::new(&usable.rows, spec.classes),
-            g: Some(g),
-            d: Some(d),
-            optim_g: Self::optimizer(trainer),
-            optim_d: Self::optimizer(trainer),
+            g: Optimized::new(g, Self::optimizer(trainer)),
+            d: Optimized::new(d, Self::optimizer(trainer)),
             device: device.clone(),
             autodiff,
         }
@@ -188,14 +186,6 @@ impl<'a> Pair<'a> {
 
     fn optimizer(trainer: &GanTrainer) -> ModuleOptimizer {
         optimizer(&trainer.train, trainer.train.betas_for(ModelKind::Sagan))
-    }
-
-    fn g(&self) -> &GanGenerator {
-        self.g.as_ref().expect(HELD)
-    }
-
-    fn d(&self) -> &GanDiscriminator {
-        self.d.as_ref().expect(HELD)
     }
 }
 
@@ -206,66 +196,57 @@ impl Network for Pair<'_> {
     /// (fresh latents, noise and input dropouts each time).
     fn step(&mut self, batch: &Slices, rng: &mut ChaCha8Rng, warm: f64) -> Losses {
         let t = self.trainer;
-        let range = t.spec().output_range;
-        let lr_d = t.train.lr_d * warm;
-        let (mut g, mut d) = (self.g.take().expect(HELD), self.d.take().expect(HELD));
+        let (range, ad, classes) = (t.spec().output_range, &self.autodiff, &self.classes);
         let mut discriminator = Vec::new();
         for _ in 0..t.gan.n_dis.max(1) {
-            let (real, input) =
-                t.inputs
-                    .build(batch, &self.classes, true, None, rng, &self.autodiff);
+            let (real, input) = t.inputs.build(batch, classes, true, None, rng, ad);
+            let (fake, _) = self.g.net().forward(&input, range, true);
+            let loss = self.d.step(t.train.lr_d * warm, |d| {
+                let (on_real, _) = d.forward(real, &input, true);
+                let (on_fake, _) = d.forward(fake.detach(), &input, true);
+                discriminator_hinge(on_real, on_fake)
+            });
+            discriminator.push(loss);
+        }
+        let (real, input) = t.inputs.build(batch, classes, true, None, rng, ad);
+        let d = self.d.net();
+        let loss = self.g.step(self.lr(warm), |g| {
             let (fake, _) = g.forward(&input, range, true);
-            let (on_real, _) = d.forward(real, &input, true);
-            let (on_fake, _) = d.forward(fake.detach(), &input, true);
-            let loss = discriminator_hinge(on_real, on_fake);
-            let grads = GradientsParams::from_grads(loss.backward(), &d);
-            d = self.optim_d.step(lr_d, d, grads);
-            discriminator.push(loss.detach());
-        }
-        let (real, input) = t
-            .inputs
-            .build(batch, &self.classes, true, None, rng, &self.autodiff);
-        let (fake, _) = g.forward(&input, range, true);
-        let (on_fake, _) = d.forward(fake.clone(), &input, true);
-        let mut loss = generator_hinge(on_fake);
-        // The L1 term of the paired tasks; without a condition there is no reference.
-        if t.inputs.conditioning.cond_channels() > 0 && t.gan.l1_weight > 0.0 {
-            loss = loss + l1(fake, real, t.gan.l1_weight);
-        }
-        let grads = GradientsParams::from_grads(loss.backward(), &g);
-        g = self.optim_g.step(self.lr(warm), g, grads);
-        let gammas = [g.gamma(), d.gamma()];
-        (self.g, self.d) = (Some(g), Some(d));
+            let (on_fake, _) = d.forward(fake.clone(), &input, true);
+            let loss = generator_hinge(on_fake);
+            // The L1 term of the paired tasks; without a condition there is no reference.
+            if t.inputs.conditioning.cond_channels() > 0 && t.gan.l1_weight > 0.0 {
+                loss + l1(fake, real, t.gan.l1_weight)
+            } else {
+                loss
+            }
+        });
         Losses {
-            loss: loss.detach(),
+            loss,
             discriminator,
-            gammas: Some(gammas),
+            gammas: Some([self.g.net().gamma(), self.d.net().gamma()]),
         }
     }
 
     fn weights(&self) -> GanGenerator {
-        self.g().valid()
+        self.g.net().valid()
     }
 
     fn validate(&self, weights: &GanGenerator, set: &SliceSet) -> Result<Option<f64>, TrainError> {
         self.trainer.evaluate(weights, set, &self.device)
     }
 
-    /// `valid()` syncs the running states (power-iteration vectors, batch-norm statistics),
-    /// whose newest value a record would otherwise miss.
     fn save(&self, averaged: &GanGenerator, dir: &Path) -> Result<(), String> {
-        save_part(&self.g().valid(), dir, "model.bpk")?;
+        self.g.save(dir, "model.bpk", "optimizer.bpk")?;
         save_part(averaged, dir, "ema.bpk")?;
-        save_part(&self.d().valid(), dir, "discriminator.bpk")?;
-        save_optimizer(&self.optim_g, dir, "optimizer.bpk")?;
-        save_optimizer(&self.optim_d, dir, "optimizer_d.bpk")
+        self.d.save(dir, "discriminator.bpk", "optimizer_d.bpk")
     }
 
     fn load(&mut self, averaged: GanGenerator, dir: &Path) -> Result<GanGenerator, TrainError> {
-        self.g = Some(load_part(self.g().clone(), dir, "model.bpk")?);
-        self.d = Some(load_part(self.d().clone(), dir, "discriminator.bpk")?);
-        self.optim_g = load_optimizer(Self::optimizer(self.trainer), dir, "optimizer.bpk")?;
-        self.optim_d = load_optimizer(Self::optimizer(self.trainer), dir, "optimizer_d.bpk")?;
+        let fresh = || Self::optimizer(self.trainer);
+        self.g.load(dir, ("model.bpk", "optimizer.bpk"), fresh())?;
+        self.d
+            .load(dir, ("discriminator.bpk", "optimizer_d.bpk"), fresh())?;
         load_part(averaged, dir, "ema.bpk")
     }
 

@@ -13,15 +13,13 @@
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
-use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::optim::ModuleOptimizer;
 use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::{Device, Tensor, TensorData};
 use rand_chacha::ChaCha8Rng;
 
-use super::engine::{Engine, Losses, Network};
-use super::{
-    Checkpoints, TrainError, load_optimizer, load_part, optimizer, save_optimizer, save_part,
-};
+use super::engine::{Engine, Losses, Network, Optimized};
+use super::{Checkpoints, TrainError, load_part, optimizer, save_part};
 use crate::dataset::{Loader, ManifestRow, SliceSet, Slices};
 use crate::models::{Unet, UnetSpec, seeded};
 use crate::spec::TrainSection;
@@ -147,7 +145,22 @@ impl SupervisedTrainer<'_> {
             ));
         }
         let val = val.map(|v| v.filter(|r| self.examples.usable(r)));
-        let fingerprint = serde_json::json!({
+        let engine = Engine::new(
+            &self.train,
+            self.seed,
+            (&self.checkpoints, &self.log),
+            self.max_steps,
+            self.progress,
+        );
+        let mut net = Supervised::new(self, device);
+        let fitted = engine.fit(&mut net, &usable, val.as_ref(), self.fingerprint(&usable))?;
+        Ok((fitted.averaged, fitted.last_checkpoint))
+    }
+
+    /// What a checkpoint records and a resumed run must share: the network, the objective,
+    /// the examples, the training slices and `[train]`.
+    fn fingerprint(&self, usable: &SliceSet) -> serde_json::Value {
+        serde_json::json!({
             "unet": self.spec,
             "objective": self.objective,
             "examples": self.examples.fingerprint(),
@@ -157,27 +170,14 @@ impl SupervisedTrainer<'_> {
                 self.train.supervised_lr(),
                 self.train.supervised_betas(),
             ),
-        });
-        let engine = Engine {
-            train: &self.train,
-            seed: self.seed,
-            checkpoints: &self.checkpoints,
-            log: &self.log,
-            max_steps: self.max_steps,
-            progress: self.progress,
-        };
-        let mut net = Supervised::new(self, device);
-        let fitted = engine.fit(&mut net, &usable, val.as_ref(), fingerprint)?;
-        Ok((fitted.averaged, fitted.last_checkpoint))
+        })
     }
 }
 
 /// A supervised UNet in training, with its optimizer.
 struct Supervised<'a, 'b> {
     trainer: &'a SupervisedTrainer<'b>,
-    /// Held between steps; taken by the optimizer during one.
-    net: Option<Unet>,
-    optim: ModuleOptimizer,
+    unet: Optimized<Unet>,
     device: Device,
     autodiff: Device,
 }
@@ -185,10 +185,10 @@ struct Supervised<'a, 'b> {
 impl<'a, 'b> Supervised<'a, 'b> {
     fn new(trainer: &'a SupervisedTrainer<'b>, device: &Device) -> Self {
         let autodiff = device.clone().autodiff();
+        let net = seeded(&autodiff, trainer.seed, |ad| trainer.spec.init(ad));
         Supervised {
             trainer,
-            net: Some(seeded(&autodiff, trainer.seed, |ad| trainer.spec.init(ad))),
-            optim: Self::optimizer(trainer),
+            unet: Optimized::new(net, Self::optimizer(trainer)),
             device: device.clone(),
             autodiff,
         }
@@ -197,29 +197,21 @@ impl<'a, 'b> Supervised<'a, 'b> {
     fn optimizer(trainer: &SupervisedTrainer) -> ModuleOptimizer {
         optimizer(&trainer.train, trainer.train.supervised_betas())
     }
-
-    fn net(&self) -> &Unet {
-        self.net
-            .as_ref()
-            .expect("the network is held between steps")
-    }
 }
 
 impl Network for Supervised<'_, '_> {
     type Weights = Unet;
 
     fn step(&mut self, batch: &Slices, rng: &mut ChaCha8Rng, warm: f64) -> Losses {
-        let net = self.net.take().expect("the network is held between steps");
-        let loss = self
-            .trainer
-            .batch_loss(&net, batch, Some(rng), &self.autodiff);
-        let grads = GradientsParams::from_grads(loss.backward(), &net);
-        self.net = Some(self.optim.step(self.lr(warm), net, grads));
-        Losses::one(loss.detach())
+        let (trainer, autodiff) = (self.trainer, &self.autodiff);
+        let loss = self.unet.step(self.lr(warm), |net| {
+            trainer.batch_loss(net, batch, Some(rng), autodiff)
+        });
+        Losses::one(loss)
     }
 
     fn weights(&self) -> Unet {
-        self.net().valid()
+        self.unet.net().valid()
     }
 
     fn validate(&self, weights: &Unet, set: &SliceSet) -> Result<Option<f64>, TrainError> {
@@ -227,14 +219,13 @@ impl Network for Supervised<'_, '_> {
     }
 
     fn save(&self, averaged: &Unet, dir: &Path) -> Result<(), String> {
-        save_part(self.net(), dir, "model.bpk")?;
         save_part(averaged, dir, "ema.bpk")?;
-        save_optimizer(&self.optim, dir, "optimizer.bpk")
+        self.unet.save(dir, "model.bpk", "optimizer.bpk")
     }
 
     fn load(&mut self, averaged: Unet, dir: &Path) -> Result<Unet, TrainError> {
-        self.net = Some(load_part(self.net().clone(), dir, "model.bpk")?);
-        self.optim = load_optimizer(Self::optimizer(self.trainer), dir, "optimizer.bpk")?;
+        let fresh = Self::optimizer(self.trainer);
+        self.unet.load(dir, ("model.bpk", "optimizer.bpk"), fresh)?;
         load_part(averaged, dir, "ema.bpk")
     }
 
