@@ -1,4 +1,4 @@
-"""What pydicom reads from DICOM files, as JSON, for tests/dicom.rs to compare against.
+"""What pydicom reads from DICOM files, as JSON, for tests/integration/dicom.rs to compare against.
 
 Usage: dicom_reference.py [FILE ...]
 Without arguments: every single-sample (greyscale) MONOCHROME2 image among pydicom's own test

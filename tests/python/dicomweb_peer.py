@@ -1,4 +1,4 @@
-"""An independent DICOMweb peer for tests/dicomweb.rs, in the standard library and pydicom.
+"""An independent DICOMweb peer for tests/integration/dicomweb.rs, in the standard library and pydicom.
 
   dicomweb_peer.py upload ORTHANC_URL DIR        POST every .dcm file under DIR to Orthanc's REST API
   dicomweb_peer.py retrieve DICOMWEB_URL STUDY SERIES

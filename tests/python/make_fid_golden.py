@@ -16,7 +16,7 @@ import torch_fidelity
 
 
 def features(kind, n, d):
-    """The formula tests/metrics.rs uses too."""
+    """The formula tests/integration/metrics.rs uses too."""
     i = np.arange(n, dtype=np.float64)[:, None]
     j = np.arange(d, dtype=np.float64)[None, :]
     if kind == "a":

@@ -1,5 +1,5 @@
 """Writes fixtures/golden/inception.json: pytorch-fid's InceptionV3 (the FID variant, pool3
-features) run on fixed images with deterministic, untrained weights that tests/inception.rs
+features) run on fixed images with deterministic, untrained weights that tests/integration/inception.rs
 generates identically, plus every key and shape of the FID state dict.
 
 Weights: element k of the tensor named NAME gets v in [-1, 1) from a 32-bit integer hash of

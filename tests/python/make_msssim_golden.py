@@ -1,5 +1,5 @@
 """Writes fixtures/golden/ms_ssim.json: pytorch-msssim's ms_ssim (float64) on deterministic
-images that medsynth's test rebuilds identically (tests/metrics.rs, lcg_image).
+images that medsynth's test rebuilds identically (tests/integration/metrics.rs, lcg_image).
 
 Usage: python tests/python/make_msssim_golden.py   (needs torch and pytorch-msssim==1.0.0)
 """

@@ -1,6 +1,6 @@
 """Writes fixtures/golden/wilcoxon.json: scipy.stats.wilcoxon (two-sided, its defaults) on
 paired samples that cover the exact distribution, zero differences, tied ranks (the normal
-approximation) and more than 50 pairs. medsynth's test (tests/metrics.rs) reads the pairs
+approximation) and more than 50 pairs. medsynth's test (tests/integration/metrics.rs) reads the pairs
 and the answers from the file.
 
 Usage: python tests/python/make_wilcoxon_golden.py   (needs numpy and scipy)

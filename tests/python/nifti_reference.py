@@ -1,4 +1,4 @@
-"""What nibabel reads from NIfTI files, as JSON, for tests/nifti.rs to compare against.
+"""What nibabel reads from NIfTI files, as JSON, for tests/integration/nifti.rs to compare against.
 
 Usage: nifti_reference.py [FILE ...]
 Without arguments: every NIfTI file in nibabel's own test data (nibabel/tests/data) that
