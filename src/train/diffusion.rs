@@ -14,7 +14,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::engine::{Engine, Losses, Network, Optimized};
-use super::{Checkpoints, LogRow, TrainError, load_part, optimizer, resumable, save_part, stream};
+use super::{Checkpoints, LogRow, TrainError, optimizer, resumable, stream};
 use crate::conditioning::{Conditioned, Conditioning};
 use crate::dataset::{Loader, SliceSet, Slices};
 use crate::models::diffusion::{NoiseSchedule, gaussian};
@@ -199,14 +199,12 @@ impl Network for Diffusion<'_> {
     }
 
     fn save(&self, averaged: &Unet, dir: &Path) -> Result<(), String> {
-        save_part(averaged, dir, "ema.bpk")?;
-        self.unet.save(dir, "model.bpk", "optimizer.bpk")
+        self.unet.save_averaged(averaged, dir)
     }
 
     fn load(&mut self, averaged: Unet, dir: &Path) -> Result<Unet, TrainError> {
         let fresh = Self::optimizer(self.trainer);
-        self.unet.load(dir, ("model.bpk", "optimizer.bpk"), fresh)?;
-        load_part(averaged, dir, "ema.bpk")
+        self.unet.load_averaged(averaged, dir, fresh)
     }
 
     fn lr(&self, warm: f64) -> f64 {

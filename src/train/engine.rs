@@ -176,6 +176,24 @@ impl<M: Module> Optimized<M> {
         save_optimizer(&self.optim, dir, optim)
     }
 
+    /// Writes the network, its moving average `averaged` and the optimizer as the parts
+    /// `model.bpk`, `ema.bpk` and `optimizer.bpk`.
+    pub fn save_averaged(&self, averaged: &M, dir: &Path) -> Result<(), String> {
+        save_part(averaged, dir, "ema.bpk")?;
+        self.save(dir, "model.bpk", "optimizer.bpk")
+    }
+
+    /// Reads what [`Optimized::save_averaged`] wrote; returns the moving average.
+    pub fn load_averaged(
+        &mut self,
+        averaged: M,
+        dir: &Path,
+        fresh: ModuleOptimizer,
+    ) -> Result<M, TrainError> {
+        self.load(dir, ("model.bpk", "optimizer.bpk"), fresh)?;
+        load_part(averaged, dir, "ema.bpk")
+    }
+
     /// Reads what [`Optimized::save`] wrote; `fresh` is a new optimizer to load state into.
     pub fn load(
         &mut self,

@@ -29,7 +29,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::engine::{Engine, Losses, Network, Optimized};
 use super::gan_loss::{discriminator_hinge, generator_hinge, l1};
-use super::{Checkpoints, LogRow, TrainError, load_part, optimizer, resumable, save_part, stream};
+use super::{Checkpoints, LogRow, TrainError, optimizer, resumable, stream};
 use crate::conditioning::{GanInputs, SliceClasses};
 use crate::dataset::{Loader, SliceSet, Slices};
 use crate::models::gan::{GanDiscriminator, GanGenerator, GanSpec};
@@ -237,17 +237,15 @@ impl Network for Pair<'_> {
     }
 
     fn save(&self, averaged: &GanGenerator, dir: &Path) -> Result<(), String> {
-        self.g.save(dir, "model.bpk", "optimizer.bpk")?;
-        save_part(averaged, dir, "ema.bpk")?;
+        self.g.save_averaged(averaged, dir)?;
         self.d.save(dir, "discriminator.bpk", "optimizer_d.bpk")
     }
 
     fn load(&mut self, averaged: GanGenerator, dir: &Path) -> Result<GanGenerator, TrainError> {
         let fresh = || Self::optimizer(self.trainer);
-        self.g.load(dir, ("model.bpk", "optimizer.bpk"), fresh())?;
         self.d
             .load(dir, ("discriminator.bpk", "optimizer_d.bpk"), fresh())?;
-        load_part(averaged, dir, "ema.bpk")
+        self.g.load_averaged(averaged, dir, fresh())
     }
 
     fn lr(&self, warm: f64) -> f64 {

@@ -19,7 +19,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use rand_chacha::ChaCha8Rng;
 
 use super::engine::{Engine, Losses, Network, Optimized};
-use super::{Checkpoints, TrainError, load_part, optimizer, save_part};
+use super::{Checkpoints, TrainError, optimizer};
 use crate::dataset::{Loader, ManifestRow, SliceSet, Slices};
 use crate::models::{Unet, UnetSpec, seeded};
 use crate::spec::TrainSection;
@@ -219,14 +219,12 @@ impl Network for Supervised<'_, '_> {
     }
 
     fn save(&self, averaged: &Unet, dir: &Path) -> Result<(), String> {
-        save_part(averaged, dir, "ema.bpk")?;
-        self.unet.save(dir, "model.bpk", "optimizer.bpk")
+        self.unet.save_averaged(averaged, dir)
     }
 
     fn load(&mut self, averaged: Unet, dir: &Path) -> Result<Unet, TrainError> {
         let fresh = Self::optimizer(self.trainer);
-        self.unet.load(dir, ("model.bpk", "optimizer.bpk"), fresh)?;
-        load_part(averaged, dir, "ema.bpk")
+        self.unet.load_averaged(averaged, dir, fresh)
     }
 
     fn lr(&self, warm: f64) -> f64 {
