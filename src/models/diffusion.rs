@@ -32,6 +32,20 @@ fn per_sample(values: &[f64], device: &Device) -> Tensor<4> {
 }
 
 impl NoiseSchedule {
+    /// The schedule as checkpoints record it: the digest of its betas and what the network
+    /// predicts, so a model is never sampled with another schedule than it was trained on.
+    pub fn fingerprint(&self) -> serde_json::Value {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for b in &self.betas {
+            h.update(b.to_le_bytes());
+        }
+        serde_json::json!({
+            "betas_sha256": crate::volume::hex(&h.finalize()),
+            "prediction": self.prediction,
+        })
+    }
+
     /// The schedule a pipeline's `model.diffusion` names: linear β from `beta_start` to
     /// `beta_end`, or the cosine ᾱ of Nichol & Dhariwal 2021 (s = 0.008, β clipped at 0.999).
     ///

@@ -183,7 +183,7 @@ pub fn generator(
             };
             let schedule = NoiseSchedule::new(&model.diffusion.clone().unwrap_or_default());
             let trained_on = &recorded["schedule"];
-            let digest = DiffusionTrainer::schedule_fingerprint(&schedule);
+            let digest = schedule.fingerprint();
             if trained_on.is_object() && *trained_on != digest {
                 return Err(failed(
                     &state_path,

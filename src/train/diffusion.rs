@@ -80,20 +80,6 @@ impl DiffusionTrainer {
         (out - target).powf_scalar(2.0).mean()
     }
 
-    /// A noise schedule as checkpoints record it: the digest of its betas and what the
-    /// network predicts.
-    pub fn schedule_fingerprint(schedule: &NoiseSchedule) -> serde_json::Value {
-        use sha2::{Digest, Sha256};
-        let mut h = Sha256::new();
-        for b in &schedule.betas {
-            h.update(b.to_le_bytes());
-        }
-        serde_json::json!({
-            "betas_sha256": crate::volume::hex(&h.finalize()),
-            "prediction": schedule.prediction,
-        })
-    }
-
     /// Mean loss over a set (no dropout, no gradients), with draws from a fixed stream.
     pub fn evaluate(&self, net: &Unet, set: &SliceSet, device: &Device) -> Result<f64, TrainError> {
         let loader = Loader::in_order(set, self.train.batch_size as usize);
@@ -122,7 +108,7 @@ impl DiffusionTrainer {
             "unet": self.spec,
             "label_classes": self.conditioning.label.map(|(_, k)| k),
             "conditioning": self.conditioning.fingerprint(),
-            "schedule": Self::schedule_fingerprint(&self.schedule),
+            "schedule": self.schedule.fingerprint(),
             "data": usable.digest(),
             "train": resumable(
                 &self.train,
